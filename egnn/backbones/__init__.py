@@ -1,0 +1,25 @@
+"""Backbone registry, timm style: ``create_backbone("conv4", in_channels=1, image_size=28)``."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch.nn as nn
+
+from egnn.errors import ConfigError
+
+BACKBONES: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_backbone(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    BACKBONES[fn.__name__.replace("_", "-")] = fn
+    return fn
+
+
+def create_backbone(name: str, **kwargs) -> nn.Module:
+    """Build a backbone by name. Every backbone exposes ``out_features``."""
+    if name not in BACKBONES:
+        raise ConfigError(f"unknown backbone '{name}': choose one of {', '.join(sorted(BACKBONES))}")
+    return BACKBONES[name](**kwargs)
+
+
+from egnn.backbones import conv4  # noqa: E402,F401  (registers)

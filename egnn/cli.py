@@ -1,0 +1,161 @@
+"""``egnn`` command line: parse flags into a config, call the Python API, print. No logic lives here."""
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+import warnings
+from functools import wraps
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from egnn.errors import UserError
+
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")  # torch_geometric import noise
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Few-shot learning with Edge-Labeling Graph Neural Networks.")
+
+
+def user_errors(fn):
+    """Turn a :class:`UserError` into one line on stderr and exit code 2; nothing else is printed."""
+    @wraps(fn)
+    def run(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UserError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted: the last checkpoint is kept; continue with --resume", err=True)
+            raise typer.Exit(130) from None
+    return run
+
+
+def _queries(text: Optional[str]) -> Optional[list[int]]:
+    if text is None:
+        return None
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise UserError(f"--test-queries expects comma-separated integers such as 1,15, got '{text}'") from None
+    if any(v < 1 for v in values):
+        raise UserError(f"--test-queries values must be at least 1, got '{text}'")
+    return values
+
+
+def _git_revision() -> Optional[str]:
+    """The revision of the egnn source tree, recorded with every result; None outside a git checkout."""
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                              text=True, timeout=5, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+@app.command()
+@user_errors
+def train(
+    config: Optional[Path] = typer.Option(None, help="YAML config; flags override its keys."),
+    dataset: Optional[str] = typer.Option(None, help="glyphs (embedded, default) or omniglot."),
+    data_root: Optional[str] = typer.Option(None, help="Dataset root; default $EGNN_DATA."),
+    way: Optional[int] = typer.Option(None, help="Classes per episode."),
+    shot: Optional[int] = typer.Option(None, help="Labeled examples per class."),
+    query: Optional[int] = typer.Option(None, help="Queries per class in training episodes."),
+    eval_query: Optional[int] = typer.Option(None, help="Queries per class in validation/test episodes."),
+    label_ratio: Optional[float] = typer.Option(None, help="Fraction of each class's supports that is labeled."),
+    transductive: Optional[bool] = typer.Option(None, "--transductive/--no-transductive",
+                                                help="Queries share one graph (default) or each sees only the supports."),
+    model: Optional[str] = typer.Option(None, help="Few-shot method."),
+    layers: Optional[int] = typer.Option(None, help="Graph layers."),
+    iterations: Optional[int] = typer.Option(None, help="Meta-training iterations."),
+    tasks_per_batch: Optional[int] = typer.Option(None, help="Episodes per iteration."),
+    lr: Optional[float] = typer.Option(None, help="Adam learning rate."),
+    val_every: Optional[int] = typer.Option(None, help="Validate and checkpoint every N iterations."),
+    val_episodes: Optional[int] = typer.Option(None, help="Validation episodes."),
+    test_episodes: Optional[int] = typer.Option(None, help="Test episodes."),
+    test_queries: Optional[str] = typer.Option(None, help="Queries per class to test with, e.g. 1,15."),
+    out: Optional[str] = typer.Option(None, help="Run directory."),
+    seed: Optional[int] = typer.Option(None, help="Seed for episodes and initialisation."),
+    device: Optional[str] = typer.Option(None, help="cpu or cuda."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads (0: torch default)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Meta-train a few-shot method, then test its best checkpoint."""
+    from egnn.config import load_config
+    from egnn.trainer import train as run
+
+    overrides = {k: v for k, v in locals().items() if k not in ("config", "resume", "quiet", "test_queries", "run",
+                                                                "load_config")}
+    cfg = load_config(config, **overrides)
+    provenance = {"command": shlex.join(["egnn", *sys.argv[1:]]), "git_revision": _git_revision()}
+    for result in run(cfg, resume=resume, progress=not quiet,
+                      test_queries=_queries(test_queries), provenance=provenance):
+        typer.echo(f"test: {result}")
+    typer.echo(f"run saved in {cfg.out}")
+
+
+@app.command("eval")
+@user_errors
+def evaluate(
+    checkpoint: Path = typer.Option(..., help="best.pt or last.pt of a run."),
+    dataset: Optional[str] = typer.Option(None, help="Default: the checkpoint's dataset."),
+    data_root: Optional[str] = typer.Option(None),
+    split: str = typer.Option("test", help="train, val or test."),
+    way: Optional[int] = typer.Option(None),
+    shot: Optional[int] = typer.Option(None),
+    query: Optional[int] = typer.Option(None, help="Queries per class; default: the checkpoint's eval-query."),
+    label_ratio: Optional[float] = typer.Option(None),
+    transductive: Optional[bool] = typer.Option(None, "--transductive/--no-transductive"),
+    episodes: int = typer.Option(1000, help="Fixed evaluation episodes."),
+    seed: Optional[int] = typer.Option(None, help="Episode seed; default: the checkpoint's eval-seed."),
+    batch: int = typer.Option(50, help="Episodes per forward pass."),
+    device: str = typer.Option("cpu"),
+    output: Optional[Path] = typer.Option(None, "--output", help="Write the result as JSON here."),
+) -> None:
+    """Evaluate a checkpoint on fixed episodes; prints mean ± 95% CI with its protocol."""
+    from egnn.config import make_config
+    from egnn.data import load_dataset
+    from egnn.trainer import evaluate as run, load_trained
+
+    if split not in ("train", "val", "test"):
+        raise UserError(f"--split must be train, val or test, got '{split}'")
+    method, cfg = load_trained(checkpoint, device)
+    proto = make_config(cfg.to_dict(), dataset=dataset, data_root=data_root, way=way, shot=shot, eval_query=query,
+                        label_ratio=label_ratio, transductive=transductive, eval_seed=seed, test_episodes=episodes,
+                        eval_batch=batch)
+    splits = load_dataset(proto.dataset, proto.data_root, proto.image_size)
+    result = run(method, splits[split], way=proto.way, shot=proto.shot, query=proto.eval_query,
+                 episodes=proto.test_episodes, transductive=proto.transductive, seed=proto.eval_seed,
+                 label_ratio=proto.label_ratio, batch_size=proto.eval_batch, device=device, dataset=proto.dataset)
+    typer.echo(str(result))
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps({"checkpoint": str(checkpoint), **result.to_dict()}, indent=2) + "\n")
+
+
+@app.command()
+@user_errors
+def datasets(data_root: Optional[str] = typer.Option(None, help="Dataset root; default $EGNN_DATA.")) -> None:
+    """List the datasets, where each is looked for, and whether it is there."""
+    from egnn.data import DATASETS, DESCRIPTIONS, data_root as resolve
+
+    root = resolve(data_root)
+    where = {"glyphs": (None, "embedded"), "omniglot": (root / "omniglot-py", None)}
+    for name in DATASETS:
+        path, status = where.get(name, (root, None))
+        if status is None:
+            status = f"present at {path}" if path.is_dir() else f"missing at {path} (downloads where a network exists)"
+        typer.echo(f"{name:10s} {status}\n{'':10s} {DESCRIPTIONS[name]}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""Omniglot at 28x28 with the split of Vinyals et al. and Garcia & Bruna (ICLR 2018).
+
+The 1,623 characters are ordered by their global id (the ``XXXX`` in ``XXXX_YY.png``: 0001-0964 in
+``images_background``, 0965-1623 in ``images_evaluation``). The first 1,200 are for meta-training, of which
+the last 100 (ids 1101-1200) are held out for validation; the remaining 423 (ids 1201-1623) are the test
+characters. Every character becomes 4 classes, rotated by 0, 90, 180 and 270 degrees, so the splits hold
+4,400 / 400 / 1,692 classes of 20 images each.
+
+The folders are read directly (torchvision's ``Omniglot`` only checks its zips' checksums); where they are
+missing, torchvision downloads and extracts them. Decoded images are cached as one uint8 tensor file.
+"""
+from __future__ import annotations
+
+import re
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from egnn.data.base import FewShotSplit
+from egnn.data.paths import atomic_save, cache_dir, data_root
+from egnn.errors import DataError
+
+SUBSETS = ("images_background", "images_evaluation")
+NUM_CHARACTERS = 1623
+SPLIT_CHARACTERS = {"train": range(0, 1100), "val": range(1100, 1200), "test": range(1200, 1623)}
+ROTATIONS = (0, 1, 2, 3)  # multiples of 90 degrees
+FILE_RE = re.compile(r"^(\d{4})_(\d{2})\.png$")
+
+
+def _find_or_download(root: Path) -> Path:
+    folder = root / "omniglot-py"
+    missing = [s for s in SUBSETS if not (folder / s).is_dir()]
+    if not missing:
+        return folder
+    try:
+        from torchvision.datasets import Omniglot
+
+        for subset in missing:
+            Omniglot(str(root), background=subset == "images_background", download=True)
+    except Exception as exc:  # URLError, OSError, RuntimeError: all mean "could not fetch"
+        raise DataError(
+            f"Omniglot not found at {folder}/{{{','.join(SUBSETS)}}} and the download failed "
+            f"({type(exc).__name__}): put the omniglot-py folder there, or pass --data-root / set EGNN_DATA") from None
+    return folder
+
+
+def _decode(path: str, size: int) -> np.ndarray:
+    with Image.open(path) as img:
+        img = img.convert("L").resize((size, size), Image.BILINEAR)
+    return 255 - np.asarray(img, dtype=np.uint8)  # ink bright on a dark background
+
+
+def _scan(folder: Path) -> dict[int, tuple[str, list[Path]]]:
+    """Global character id -> (``Alphabet/characterNN``, its 20 files sorted by drawer)."""
+    chars: dict[int, tuple[str, list[Path]]] = {}
+    for subset in SUBSETS:
+        for char_dir in sorted((folder / subset).glob("*/*")):
+            files = sorted(p for p in char_dir.iterdir() if FILE_RE.match(p.name))
+            if not files:
+                continue
+            char_id = int(FILE_RE.match(files[0].name).group(1))
+            chars[char_id] = (f"{char_dir.parent.name}/{char_dir.name}", files)
+    return chars
+
+
+def load_characters(root: str | Path | None = None, image_size: int = 28) -> tuple[torch.Tensor, list[str]]:
+    """All characters as ``(1623, 20, size, size)`` uint8 in global-id order, and their names. Cached."""
+    cache = cache_dir() / f"omniglot_{image_size}.pt"
+    if cache.exists():
+        try:
+            blob = torch.load(cache, weights_only=True)
+            return blob["images"], blob["names"]
+        except Exception:
+            cache.unlink(missing_ok=True)  # a stale or broken cache is rebuilt, never trusted
+    chars = _scan(_find_or_download(data_root(root)))
+    if len(chars) != NUM_CHARACTERS or any(len(f) != 20 for _, f in chars.values()):
+        bad = next((n for n, f in chars.values() if len(f) != 20), f"{len(chars)} characters")
+        raise DataError(f"Omniglot under {data_root(root)} is incomplete ({bad}): expected {NUM_CHARACTERS} "
+                        f"characters of 20 PNGs each; re-extract omniglot-py")
+    ids = sorted(chars)
+    paths = [str(p) for i in ids for p in chars[i][1]]
+    with ProcessPoolExecutor(max_workers=2) as pool:
+        arrays = list(pool.map(_decode, paths, [image_size] * len(paths), chunksize=512))
+    images = torch.from_numpy(np.stack(arrays)).view(len(ids), 20, image_size, image_size)
+    names = [chars[i][0] for i in ids]
+    atomic_save({"images": images, "names": names}, cache)
+    return images, names
+
+
+def load_omniglot(root: str | Path | None = None, image_size: int = 28) -> dict[str, FewShotSplit]:
+    images, names = load_characters(root, image_size)
+    splits = {}
+    for split, chars in SPLIT_CHARACTERS.items():
+        chars = list(chars)
+        per_rot = [torch.rot90(images[chars], k, dims=(-2, -1)) for k in ROTATIONS]  # each (C, 20, H, W)
+        stacked = torch.stack(per_rot, 1).reshape(-1, 1, image_size, image_size)  # class = (char, rot)
+        labels = torch.arange(len(chars) * len(ROTATIONS)).repeat_interleave(20)
+        class_names = [f"{names[c]}@rot{90 * k}" for c in chars for k in ROTATIONS]
+        splits[split] = FewShotSplit(stacked.contiguous(), labels, class_names, name=f"omniglot/{split}")
+    return splits

@@ -1,0 +1,32 @@
+"""Where datasets and caches live: ``--data-root``, else ``$EGNN_DATA``, else a per-user default."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+
+def data_root(explicit: str | os.PathLike | None = None) -> Path:
+    if explicit:
+        return Path(explicit).expanduser()
+    if os.environ.get("EGNN_DATA"):
+        return Path(os.environ["EGNN_DATA"]).expanduser()
+    return Path.home() / ".local" / "share" / "egnn" / "data"
+
+
+def cache_dir() -> Path:
+    """Decoded-image caches; ``$EGNN_CACHE`` or ``~/.cache/egnn``. Kept out of the data root, which may be read-only."""
+    return Path(os.environ.get("EGNN_CACHE", Path.home() / ".cache" / "egnn")).expanduser()
+
+
+def atomic_save(obj, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temporary file in the same folder, then rename: a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

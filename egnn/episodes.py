@@ -1,0 +1,83 @@
+"""The one place episodes are drawn.
+
+Episode ``i`` of a sampler is a pure function of ``(seed, i)``: training can resume at any iteration
+without saved sampler state, and every model evaluated with the same seed sees identical episodes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from egnn.data.base import FewShotSplit
+from egnn.errors import ConfigError
+
+
+@dataclass
+class Episode:
+    """An N-way K-shot episode; supports first (grouped by label), then queries (grouped by label).
+
+    Attributes:
+        images: ``(way * (shot + query), C, H, W)`` uint8.
+        labels: ``(way * (shot + query),)`` episode labels in ``[0, way)``; a random permutation of the
+            sampled classes, so no model can learn from label order.
+        labeled: ``(way * shot,)`` bool, which supports carry their label (all, unless semi-supervised).
+        classes: ``(way,)`` dataset class of each episode label.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    labeled: torch.Tensor
+    classes: torch.Tensor
+    way: int
+    shot: int
+    query: int
+
+
+def check_episode_shape(way: int, shot: int, query: int, label_ratio: float = 1.0) -> None:
+    for name, value in (("way", way), ("shot", shot), ("query", query)):
+        if value < 1:
+            raise ConfigError(f"{name} must be at least 1, got {value}")
+    if way < 2:
+        raise ConfigError(f"way must be at least 2 (one class leaves nothing to tell apart), got {way}")
+    if not 0 < label_ratio <= 1:
+        raise ConfigError(f"label ratio must be in (0, 1], got {label_ratio}")
+    if round(label_ratio * shot) < 1:
+        raise ConfigError(f"label ratio {label_ratio} of {shot} shots labels no support: raise --label-ratio or --shot")
+
+
+class EpisodeSampler:
+    """Seeded N-way K-shot episodes with ``query`` queries per class from one split.
+
+    With ``label_ratio < 1`` only ``round(label_ratio * shot)`` supports of each class are labeled; the rest
+    stay in the episode as unlabeled supports.
+    """
+
+    def __init__(self, split: FewShotSplit, way: int, shot: int, query: int, seed: int = 0,
+                 label_ratio: float = 1.0) -> None:
+        check_episode_shape(way, shot, query, label_ratio)
+        split.check_episode(way, shot, query)
+        self.split, self.way, self.shot, self.query = split, way, shot, query
+        self.seed, self.label_ratio = seed, label_ratio
+        self.labeled_shots = round(label_ratio * shot)
+
+    def generator(self, index: int) -> torch.Generator:
+        return torch.Generator().manual_seed(self.seed * 1_000_003 + index)
+
+    def episode(self, index: int) -> Episode:
+        gen = self.generator(index)
+        split, way, per_class = self.split, self.way, self.shot + self.query
+        classes = torch.randperm(split.num_classes, generator=gen)[:way]  # random order = random labels
+        counts = split.class_counts[classes]  # (way,)
+        # draw per_class distinct images of every class at once: random keys, invalid slots sort last
+        keys = torch.rand(way, int(counts.max()), generator=gen)
+        keys = keys.masked_fill(torch.arange(keys.shape[1]) >= counts[:, None], 2.0)
+        picks = keys.argsort(1)[:, :per_class] + split.class_offsets[classes][:, None]  # (way, shot + query)
+        order = torch.cat([picks[:, :self.shot].flatten(), picks[:, self.shot:].flatten()])
+        labels = torch.arange(way)
+        labels = torch.cat([labels.repeat_interleave(self.shot), labels.repeat_interleave(self.query)])
+        labeled = (torch.arange(self.shot) < self.labeled_shots).repeat(way)
+        return Episode(split.images[order], labels, labeled, classes, way, self.shot, self.query)
+
+    def batch(self, start: int, count: int) -> list[Episode]:
+        return [self.episode(i) for i in range(start, start + count)]

@@ -1,0 +1,90 @@
+"""Episodes as fully connected ``torch_geometric`` graphs, and their dense batched view.
+
+Edge features are 2 channels, (similarity, dissimilarity), initialised as in EGNN (Kim et al., 2019):
+
+* ``[1, 0]`` between two labeled supports of the same class, and on every self-loop (a node is its own class);
+* ``[0, 1]`` between two labeled supports of different classes;
+* ``[0.5, 0.5]`` on every other edge: any edge touching a query or an unlabeled support. Their labels
+  therefore never reach the model.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch_geometric.data import Batch, Data
+from torch_geometric.utils import to_dense_adj, to_dense_batch
+
+from egnn.episodes import Episode
+
+
+def init_edge_attr(labels: torch.Tensor, labeled: torch.Tensor) -> torch.Tensor:
+    """Initial edges ``(N, N, 2)`` from labels ``(N,)`` and a mask ``(N,)`` of nodes whose label is known."""
+    same = (labels[:, None] == labels[None, :]).float()
+    known = (labeled[:, None] & labeled[None, :]).float()
+    sim = known * same + (1 - known) * 0.5
+    sim.fill_diagonal_(1.0)
+    return torch.stack([sim, 1 - sim], -1)
+
+
+def episode_to_graph(episode: Episode) -> Data:
+    """One episode -> one ``Data`` with ``N = way * (shot + query)`` nodes and ``N * N`` edges (self-loops included)."""
+    n, s = episode.labels.numel(), episode.way * episode.shot
+    support = torch.arange(n) < s
+    labeled = torch.zeros(n, dtype=torch.bool)
+    labeled[:s] = episode.labeled
+    y = episode.labels
+    edge_index = torch.stack(torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")).flatten(1)  # (2, N*N)
+    return Data(
+        x=episode.images,  # (N, C, H, W) uint8
+        y=y,
+        support_mask=support,
+        query_mask=~support,
+        labeled_mask=labeled,
+        edge_index=edge_index,
+        edge_attr=init_edge_attr(y, labeled).view(n * n, 2),  # (N*N, 2)
+        edge_label=(y[:, None] == y[None, :]).float().view(n * n),  # (N*N,) target: same class
+        way=episode.way,
+    )
+
+
+def collate(episodes: list[Episode]) -> Batch:
+    return Batch.from_data_list([episode_to_graph(e) for e in episodes])
+
+
+@dataclass
+class DenseEpisodes:
+    """A batch of episode graphs as padded dense tensors (B episodes, at most N nodes each).
+
+    ``init_edges`` is ``(B, N, N, 2)``; node masks are ``(B, N)`` bool; ``node_mask`` marks real nodes.
+    """
+
+    init_edges: torch.Tensor
+    node_mask: torch.Tensor
+    support_mask: torch.Tensor
+    query_mask: torch.Tensor
+    labeled_mask: torch.Tensor
+    y: torch.Tensor
+    way: int
+
+    @classmethod
+    def from_batch(cls, batch: Batch) -> "DenseEpisodes":
+        b = batch.batch
+        node_mask = to_dense_batch(b.new_ones(b.numel(), dtype=torch.bool), b)[0]
+        dense = lambda t: to_dense_batch(t, b)[0]  # noqa: E731
+        ways = batch.way.unique() if torch.is_tensor(batch.way) else torch.tensor([batch.way])
+        if ways.numel() != 1:
+            raise ValueError(f"Expected one way per batch, got {ways.tolist()}")
+        return cls(
+            init_edges=to_dense_adj(batch.edge_index, b, batch.edge_attr),
+            node_mask=node_mask,
+            support_mask=dense(batch.support_mask),
+            query_mask=dense(batch.query_mask),
+            labeled_mask=dense(batch.labeled_mask),
+            y=dense(batch.y),
+            way=int(ways[0]),
+        )
+
+    def edge_target(self) -> torch.Tensor:
+        """``(B, N, N)`` 1 where two nodes share a class. Used only by losses and metrics."""
+        return (self.y[:, :, None] == self.y[:, None, :]).float()

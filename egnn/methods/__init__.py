@@ -1,0 +1,24 @@
+"""Method registry: ``--model egnn`` (baselines register themselves here too)."""
+from __future__ import annotations
+
+from egnn.errors import ConfigError
+from egnn.methods.base import FewShotMethod, MethodOutput
+from egnn.methods.egnn import EGNNMethod
+
+METHODS: dict[str, type[FewShotMethod]] = {"egnn": EGNNMethod}
+
+
+def register_method(name: str):
+    def wrap(cls: type[FewShotMethod]) -> type[FewShotMethod]:
+        METHODS[name] = cls
+        return cls
+    return wrap
+
+
+def method_class(name: str) -> type[FewShotMethod]:
+    if name not in METHODS:
+        raise ConfigError(f"unknown model '{name}': choose one of {', '.join(sorted(METHODS))}")
+    return METHODS[name]
+
+
+__all__ = ["METHODS", "EGNNMethod", "FewShotMethod", "MethodOutput", "method_class", "register_method"]

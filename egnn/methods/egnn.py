@@ -1,0 +1,94 @@
+"""EGNN as a few-shot method: embed, propagate edge labels, vote."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch_geometric.data import Batch
+
+from egnn.graph import DenseEpisodes
+from egnn.losses import edge_accuracy, edge_labeling_loss, layer_weights
+from egnn.methods.base import FewShotMethod, MethodOutput
+from egnn.nn import EGNN
+from egnn.nn.utils import off_diagonal
+
+
+class EGNNMethod(FewShotMethod):
+    """Edge-Labeling Graph Neural Network (Kim, Kim, Kim & Yoo, CVPR 2019).
+
+    Edges carry (similarity, dissimilarity) and are refined layer by layer; training supervises the query
+    edges of every layer. A query's class is the similarity-weighted vote over the *labeled* supports, so
+    unlabeled supports and queries influence it only through the graph, never through their labels.
+    """
+
+    def __init__(self, backbone: nn.Module, num_layers: int = 3, node_features: int = 96,
+                 edge_features: int = 96, dropout: float = 0.0) -> None:
+        super().__init__(backbone)
+        self.gnn = EGNN(backbone.out_features, node_features, edge_features, num_layers, dropout)
+        self.register_buffer("layer_weights", layer_weights(num_layers), persistent=False)
+
+    @classmethod
+    def from_config(cls, backbone: nn.Module, cfg) -> "EGNNMethod":
+        return cls(backbone, cfg.layers, cfg.node_features, cfg.edge_features, cfg.dropout)
+
+    def propagate(self, v: torch.Tensor, dense: DenseEpisodes, transductive: bool) -> torch.Tensor:
+        """Edges of every layer ``(L, B, N, N, 2)`` for node features ``(B, N, D)``."""
+        if transductive:
+            return self.gnn(v, dense.init_edges, dense.node_mask)
+        return self._per_query(v, dense)
+
+    def _per_query(self, v: torch.Tensor, dense: DenseEpisodes) -> torch.Tensor:
+        """Non-transductive: one graph per query (the supports plus that query), all run as one batch.
+
+        Support-support edges, which every query's graph re-estimates, are averaged over the queries;
+        query-query edges do not exist and are left at 0.5.
+        """
+        b, n = dense.node_mask.shape
+        s = int(dense.support_mask[0].sum())
+        if not (dense.node_mask.all() and dense.support_mask[:, :s].all() and not dense.support_mask[:, s:].any()):
+            raise ValueError("Expected equal-sized episodes with supports first for non-transductive inference")
+        q = n - s
+        idx = torch.cat([torch.arange(s).expand(q, s), torch.arange(s, n)[:, None]], 1).to(v.device)  # (Q, S+1)
+        v_q = v[:, idx].flatten(0, 1)  # (B*Q, S+1, D)
+        e_q = dense.init_edges[:, idx[:, :, None], idx[:, None, :]].flatten(0, 1)  # (B*Q, S+1, S+1, 2)
+        out = self.gnn(v_q, e_q, v_q.new_ones(b * q, s + 1, dtype=torch.bool))
+        out = out.view(out.shape[0], b, q, s + 1, s + 1, 2)  # (L, B, Q, S+1, S+1, 2)
+        full = out.new_full((out.shape[0], b, n, n, 2), 0.5)
+        full[:, :, :s, :s] = out[:, :, :, :s, :s].mean(2)
+        full[:, :, s:, :s] = out[:, :, :, s, :s]  # query -> supports
+        full[:, :, :s, s:] = out[:, :, :, :s, s].transpose(2, 3)  # supports -> query
+        diag = torch.arange(s, n, device=v.device)
+        full[:, :, diag, diag] = out[:, :, :, s, s]
+        return full
+
+    def loss_mask(self, dense: DenseEpisodes, transductive: bool) -> torch.Tensor:
+        """``(B, N, N)`` edges that carry loss: those touching a query, none touching an unlabeled support."""
+        query, unlabeled = dense.query_mask, dense.support_mask & ~dense.labeled_mask
+        touches_query = query[:, :, None] | query[:, None, :]
+        hidden = unlabeled[:, :, None] | unlabeled[:, None, :]
+        mask = off_diagonal(dense.node_mask) & touches_query & ~hidden
+        if not transductive:
+            mask &= ~(query[:, :, None] & query[:, None, :])
+        return mask
+
+    def vote(self, similarity: torch.Tensor, dense: DenseEpisodes) -> torch.Tensor:
+        """Scores ``(B, N, way)``: each node's similarity-weighted count of labeled supports per class."""
+        onehot = F.one_hot(dense.y.clamp_min(0), dense.way).to(similarity.dtype)
+        onehot = onehot * dense.labeled_mask[..., None]  # only labeled supports vote
+        return similarity @ onehot
+
+    def forward(self, batch: Batch, transductive: bool = True) -> MethodOutput:
+        v, dense = self.embed(batch)
+        edges = self.propagate(v, dense, transductive)  # (L, B, N, N, 2)
+        similarity = edges[..., 0]  # (L, B, N, N)
+        target, mask = dense.edge_target(), self.loss_mask(dense, transductive)
+        return MethodOutput(
+            logits=self.queries(self.vote(similarity[-1], dense), dense),
+            query_labels=self.queries(dense.y, dense),
+            episode_metrics={"edge_acc": edge_accuracy(similarity[-1], target, mask)},
+            extras={"edges": edges, "edge_target": target, "loss_mask": mask},
+        )
+
+    def loss(self, out: MethodOutput) -> torch.Tensor:
+        return edge_labeling_loss(out.extras["edges"][..., 0], out.extras["edge_target"],
+                                  out.extras["loss_mask"], self.layer_weights)

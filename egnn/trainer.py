@@ -1,0 +1,259 @@
+"""Episodic meta-training and evaluation: the Python API under the CLI."""
+from __future__ import annotations
+
+import json
+import math
+import random
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from egnn.backbones import create_backbone
+from egnn.checkpoint import load_checkpoint, load_model_state, rng_state, save_checkpoint, set_rng_state
+from egnn.config import Config, make_config
+from egnn.data import FewShotSplit, load_dataset
+from egnn.episodes import EpisodeSampler
+from egnn.errors import ConfigError, UserError
+from egnn.graph import collate
+from egnn.losses import mean_ci95, query_accuracy
+from egnn.methods import FewShotMethod, method_class
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device '{name}' requested but CUDA is not available: use --device cpu")
+    return torch.device(name)
+
+
+def build_method(cfg: Config, in_channels: int) -> FewShotMethod:
+    backbone = create_backbone(cfg.backbone, in_channels=in_channels, image_size=cfg.image_size,
+                               out_features=cfg.embedding, dropout=cfg.dropout)
+    return method_class(cfg.model).from_config(backbone, cfg)
+
+
+@dataclass
+class EvalResult:
+    """Mean and 95% CI of per-episode metrics, with the protocol that produced them."""
+
+    accuracy: float
+    accuracy_ci95: float
+    metrics: dict[str, tuple[float, float]]
+    protocol: dict[str, Any]
+    per_episode: list[float]
+    seconds: float
+
+    def to_dict(self, per_episode: bool = False) -> dict[str, Any]:
+        out = {"accuracy": self.accuracy, "accuracy_ci95": self.accuracy_ci95,
+               **{f"{k}": v[0] for k, v in self.metrics.items()},
+               **{f"{k}_ci95": v[1] for k, v in self.metrics.items()},
+               "protocol": self.protocol, "seconds": round(self.seconds, 2)}
+        if per_episode:
+            out["per_episode_accuracy"] = self.per_episode
+        return out
+
+    def __str__(self) -> str:
+        p = self.protocol
+        mode = "transductive" if p["transductive"] else "non-transductive"
+        return (f"{p['dataset']}/{p['split']} {p['way']}-way {p['shot']}-shot, {p['query']} queries/class, "
+                f"{mode}, label ratio {p['label_ratio']}, {p['episodes']} episodes (seed {p['seed']}): "
+                f"accuracy {100 * self.accuracy:.2f} ± {100 * self.accuracy_ci95:.2f}%")
+
+
+@torch.inference_mode()
+def evaluate(method: FewShotMethod, split: FewShotSplit, *, way: int, shot: int, query: int, episodes: int,
+             transductive: bool, seed: int = 0, label_ratio: float = 1.0, batch_size: int = 50,
+             device: str | torch.device = "cpu", dataset: str = "") -> EvalResult:
+    """Accuracy over ``episodes`` fixed episodes: episode ``i`` depends only on ``(seed, i)``."""
+    sampler = EpisodeSampler(split, way, shot, query, seed=seed, label_ratio=label_ratio)
+    was_training = method.training
+    method.eval()
+    start, accs, extra = time.perf_counter(), [], {}
+    for first in range(0, episodes, batch_size):
+        batch = collate(sampler.batch(first, min(batch_size, episodes - first))).to(device)
+        out = method(batch, transductive=transductive)
+        accs.append(query_accuracy(out.logits, out.query_labels).cpu())
+        for k, v in out.episode_metrics.items():
+            extra.setdefault(k, []).append(v.cpu())
+    method.train(was_training)
+    acc = torch.cat(accs)
+    protocol = {"dataset": dataset, "split": split.name.split("/")[-1], "way": way, "shot": shot, "query": query,
+                "episodes": episodes, "transductive": transductive, "label_ratio": label_ratio, "seed": seed}
+    return EvalResult(*mean_ci95(acc), {k: mean_ci95(torch.cat(v)) for k, v in extra.items()}, protocol,
+                      acc.tolist(), time.perf_counter() - start)
+
+
+class Trainer:
+    """Meta-trains a method on episodes; validates, checkpoints, resumes, and tests the best model.
+
+    Files in ``cfg.out``: ``last.pt`` (everything needed to resume), ``best.pt`` (best validation accuracy),
+    ``metrics.jsonl`` (one line per validation), ``config.yaml`` and ``results.json`` (test accuracy).
+    """
+
+    def __init__(self, cfg: Config, splits: dict[str, FewShotSplit] | None = None) -> None:
+        self.cfg = cfg
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.device = resolve_device(cfg.device)
+        self.splits = splits or load_dataset(cfg.dataset, cfg.data_root, cfg.image_size)
+        for name in ("train", "val", "test"):  # fail before any work if an episode cannot be built
+            q = cfg.query if name == "train" else cfg.eval_query
+            EpisodeSampler(self.splits[name], cfg.way, cfg.shot, q, label_ratio=cfg.label_ratio)
+        seed_everything(cfg.seed)  # fixes the initialisation
+        self.method = build_method(cfg, self.splits["train"].image_shape[0]).to(self.device)
+        self.optimizer = torch.optim.Adam(self.method.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, cfg.lr_halve_every, gamma=0.5)
+        self.sampler = EpisodeSampler(self.splits["train"], cfg.way, cfg.shot, cfg.query, seed=cfg.seed,
+                                      label_ratio=cfg.label_ratio)
+        self.out = Path(cfg.out)
+        self.iteration, self.best_val, self.best_iteration = 0, -1.0, 0
+        self.train_seconds = 0.0  # wall-clock of training and validation, summed over resumes
+
+    # -- checkpoints -------------------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        return {"config": self.cfg.to_dict(), "in_channels": self.splits["train"].image_shape[0],
+                "model": self.method.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "iteration": self.iteration, "best_val": self.best_val,
+                "best_iteration": self.best_iteration, "train_seconds": self.train_seconds, "rng": rng_state()}
+
+    def resume(self) -> None:
+        path = self.out / "last.pt"
+        blob = load_checkpoint(path)
+        saved = make_config(blob["config"])
+        for key in ("dataset", "way", "shot", "model", "backbone", "layers", "embedding", "node_features",
+                    "edge_features", "image_size", "seed", "transductive", "query", "tasks_per_batch"):
+            if getattr(saved, key) != getattr(self.cfg, key):
+                raise UserError(f"cannot resume {path}: it was trained with {key}={getattr(saved, key)!r}, "
+                                f"now {getattr(self.cfg, key)!r}; use the same settings or another --out")
+        load_model_state(self.method, blob["model"], path)
+        self.optimizer.load_state_dict(blob["optimizer"])
+        self.scheduler.load_state_dict(blob["scheduler"])
+        self.iteration, self.best_val = blob["iteration"], blob["best_val"]
+        self.best_iteration, self.train_seconds = blob["best_iteration"], blob["train_seconds"]
+        set_rng_state(blob["rng"])
+        log = self.out / "metrics.jsonl"
+        if log.exists():  # drop lines written after the checkpoint, so the log matches the resumed run
+            lines = [ln for ln in log.read_text().splitlines() if json.loads(ln)["iteration"] <= self.iteration]
+            log.write_text("".join(ln + "\n" for ln in lines))
+
+    # -- loop --------------------------------------------------------------------------------------------
+    def step(self) -> tuple[float, float]:
+        cfg = self.cfg
+        batch = collate(self.sampler.batch(self.iteration * cfg.tasks_per_batch, cfg.tasks_per_batch))
+        out = self.method(batch.to(self.device), transductive=cfg.transductive)
+        loss = self.method.loss(out)
+        if not torch.isfinite(loss):
+            raise UserError(f"loss became {loss.item()} at iteration {self.iteration + 1}; the last good checkpoint "
+                            f"is kept in {self.out}: lower --lr, or resume with --resume")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        self.iteration += 1
+        return loss.item(), query_accuracy(out.logits, out.query_labels).mean().item()
+
+    def validate(self) -> float:
+        cfg = self.cfg
+        res = evaluate(self.method, self.splits["val"], way=cfg.way, shot=cfg.shot, query=cfg.eval_query,
+                       episodes=cfg.val_episodes, transductive=cfg.transductive, seed=cfg.eval_seed,
+                       label_ratio=cfg.label_ratio, batch_size=cfg.eval_batch, device=self.device,
+                       dataset=cfg.dataset)
+        return res.accuracy
+
+    def fit(self, resume: bool = False, progress: bool = True) -> None:
+        cfg = self.cfg
+        if (self.out / "last.pt").exists() and not resume:
+            raise UserError(f"{self.out} already holds a run: pass --resume to continue it, or --out for a new run")
+        if resume and (self.out / "last.pt").exists():
+            self.resume()
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        losses, accs, tick = [], [], time.perf_counter()
+        lines = progress and not sys.stderr.isatty()  # logs and pipes get one line per validation, not a bar
+        bar = _progress(progress and not lines)
+        with bar:
+            task = bar.add_task("train", total=cfg.iterations, completed=self.iteration, loss=math.nan, acc=math.nan,
+                                val=self.best_val) if progress and not lines else None
+            while self.iteration < cfg.iterations:
+                loss, acc = self.step()
+                losses.append(loss)
+                accs.append(acc)
+                last = self.iteration == cfg.iterations
+                if self.iteration % cfg.val_every == 0 or last:
+                    val = self.validate()
+                    record = {"iteration": self.iteration, "loss": float(np.mean(losses)),
+                              "train_acc": float(np.mean(accs)), "val_acc": val,
+                              "lr": self.optimizer.param_groups[0]["lr"],
+                              "seconds": round(time.perf_counter() - tick, 2)}
+                    self.train_seconds += record["seconds"]
+                    if val > self.best_val:
+                        self.best_val, self.best_iteration = val, self.iteration
+                        save_checkpoint(self.out / "best.pt", config=cfg.to_dict(), model=self.method.state_dict(),
+                                        in_channels=self.splits["train"].image_shape[0], iteration=self.iteration,
+                                        val_acc=val)
+                    save_checkpoint(self.out / "last.pt", **self.state())
+                    with open(self.out / "metrics.jsonl", "a") as f:
+                        f.write(json.dumps(record) + "\n")
+                    if lines:
+                        print(json.dumps(record), file=sys.stderr, flush=True)
+                    losses, accs, tick = [], [], time.perf_counter()
+                if task is not None:
+                    bar.update(task, completed=self.iteration, loss=loss, acc=acc, val=self.best_val)
+
+    def test(self, queries: list[int] | None = None, provenance: dict[str, Any] | None = None) -> list[EvalResult]:
+        """Test the best checkpoint on ``cfg.test_episodes`` fixed episodes, for each queries-per-class value."""
+        cfg = self.cfg
+        blob = load_checkpoint(self.out / "best.pt")
+        load_model_state(self.method, blob["model"], self.out / "best.pt")
+        results = [evaluate(self.method, self.splits["test"], way=cfg.way, shot=cfg.shot, query=q,
+                            episodes=cfg.test_episodes, transductive=cfg.transductive, seed=cfg.eval_seed,
+                            label_ratio=cfg.label_ratio, batch_size=cfg.eval_batch, device=self.device,
+                            dataset=cfg.dataset)
+                   for q in (queries or [cfg.eval_query])]
+        summary = {**(provenance or {}), "config": cfg.to_dict(), "best_iteration": self.best_iteration,
+                   "best_val_acc": self.best_val, "train_seconds": self.train_seconds,
+                   "test": [r.to_dict() for r in results]}
+        (self.out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
+        return results
+
+
+def train(cfg: Config, resume: bool = False, progress: bool = True, test_queries: list[int] | None = None,
+          provenance: dict[str, Any] | None = None) -> list[EvalResult]:
+    """Meta-train ``cfg``, then test its best checkpoint. The notebook entry point behind ``egnn train``."""
+    trainer = Trainer(cfg)
+    trainer.fit(resume=resume, progress=progress)
+    return trainer.test(test_queries, provenance)
+
+
+def load_trained(checkpoint: str | Path, device: str = "cpu") -> tuple[FewShotMethod, Config]:
+    """Rebuild a trained method from a checkpoint written by :class:`Trainer`."""
+    blob = load_checkpoint(checkpoint)
+    try:
+        cfg = make_config(blob["config"])
+        method = build_method(cfg, blob["in_channels"])
+    except (KeyError, TypeError) as exc:
+        raise UserError(f"checkpoint {checkpoint} lacks its config ({exc}): pass a checkpoint written by egnn train") from None
+    load_model_state(method, blob["model"], checkpoint)
+    return method.to(resolve_device(device)).eval(), cfg
+
+
+def _progress(enabled: bool):
+    if not enabled:
+        return nullcontext()
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("loss {task.fields[loss]:.4f}  acc {task.fields[acc]:.3f}  best val {task.fields[val]:.3f}"),
+                    TimeRemainingColumn(), transient=False)
