@@ -1,0 +1,102 @@
+"""The ``egnn`` command end to end, as a user runs it: real processes, real Omniglot."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def egnn(*args, env=None, timeout=600):
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "egnn.cli", *map(str, args)], capture_output=True, text=True,
+                          env=full_env, timeout=timeout)
+
+
+def assert_user_error(proc, *needles):
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_train_and_eval_on_real_omniglot(omniglot_root, tmp_path):
+    out = tmp_path / "run"
+    proc = egnn("train", "--dataset", "omniglot", "--data-root", omniglot_root, "--way", 5, "--shot", 1,
+                "--iterations", 4, "--tasks-per-batch", 4, "--val-every", 2, "--val-episodes", 5,
+                "--test-episodes", 20, "--test-queries", "1,3", "--out", out, "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert "omniglot/test 5-way 1-shot, 1 queries/class, transductive" in proc.stdout
+    assert "3 queries/class" in proc.stdout
+    summary = json.loads((out / "results.json").read_text())
+    assert summary["command"].startswith("egnn train --dataset omniglot")
+    assert [t["protocol"]["query"] for t in summary["test"]] == [1, 3]
+    assert [json.loads(x)["iteration"] for x in (out / "metrics.jsonl").read_text().splitlines()] == [2, 4]
+
+    ev = egnn("eval", "--checkpoint", out / "best.pt", "--data-root", omniglot_root, "--episodes", 20,
+              "--query", 3, "--output", tmp_path / "eval.json")
+    assert ev.returncode == 0, ev.stderr
+    assert json.loads((tmp_path / "eval.json").read_text())["accuracy"] == summary["test"][1]["accuracy"]
+    nt = egnn("eval", "--checkpoint", out / "best.pt", "--data-root", omniglot_root, "--episodes", 5,
+              "--no-transductive")
+    assert nt.returncode == 0 and "non-transductive" in nt.stdout
+
+    again = egnn("train", "--dataset", "omniglot", "--iterations", 4, "--out", out)
+    assert_user_error(again, "--resume")
+    resumed = egnn("train", "--dataset", "omniglot", "--data-root", omniglot_root, "--way", 5, "--shot", 1,
+                   "--iterations", 6, "--tasks-per-batch", 4, "--val-every", 2, "--val-episodes", 5,
+                   "--test-episodes", 20, "--out", out, "--resume", "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+    assert [json.loads(x)["iteration"] for x in (out / "metrics.jsonl").read_text().splitlines()] == [2, 4, 6]
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["--way", 2000], ["fewer than way=2000"]),
+    (["--shot", 15, "--query", 10], ["fewer than shot + query = 25"]),
+])
+def test_impossible_episodes_on_omniglot(omniglot_root, tmp_path, args, needles):
+    proc = egnn("train", "--dataset", "omniglot", "--data-root", omniglot_root, "--out", tmp_path / "r", *args)
+    assert_user_error(proc, *needles)
+    assert not (tmp_path / "r").exists()  # nothing half-written
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["--dataset", "imagenet22k"], ["unknown dataset 'imagenet22k'", "glyphs"]),
+    (["--way", 0], ["way must be at least"]),
+    (["--label-ratio", 1.5], ["label-ratio"]),
+    (["--device", "tpu"], ["device"]),
+])
+def test_bad_flags(tmp_path, args, needles):
+    assert_user_error(egnn("train", "--out", tmp_path / "r", *args), *needles)
+
+
+def test_missing_data_without_network(tmp_path):
+    env = {"EGNN_DATA": str(tmp_path / "empty"), "EGNN_CACHE": str(tmp_path / "cache"),
+           # a closed local port stands in for "no network", wherever the tests run
+           "http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9",
+           "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"}
+    proc = egnn("train", "--dataset", "omniglot", "--out", tmp_path / "r", env=env)
+    assert_user_error(proc, "Omniglot not found", "--data-root")
+
+
+def test_bad_config_files(tmp_path):
+    (tmp_path / "typo.yaml").write_text("wayy: 5\n")
+    assert_user_error(egnn("train", "--config", tmp_path / "typo.yaml"), "unknown config key(s) wayy")
+    (tmp_path / "broken.yaml").write_text("way: [5\n")
+    assert_user_error(egnn("train", "--config", tmp_path / "broken.yaml"), "not valid YAML")
+    (tmp_path / "typed.yaml").write_text("way: five\n")
+    assert_user_error(egnn("train", "--config", tmp_path / "typed.yaml"), "'way' expects int")
+
+
+def test_corrupt_checkpoint(tmp_path):
+    (tmp_path / "best.pt").write_bytes(b"\x80\x02not a checkpoint at all")
+    assert_user_error(egnn("eval", "--checkpoint", tmp_path / "best.pt"), "truncated or corrupt")
+    assert_user_error(egnn("eval", "--checkpoint", tmp_path / "nope.pt"), "not found")
+
+
+def test_datasets_lists_what_is_where(omniglot_root):
+    proc = egnn("datasets", "--data-root", omniglot_root)
+    assert proc.returncode == 0
+    assert "glyphs     embedded" in proc.stdout and f"present at {omniglot_root}/omniglot-py" in proc.stdout

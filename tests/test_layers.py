@@ -1,0 +1,66 @@
+import pytest
+import torch
+
+from egnn.nn import EGNN, EdgeUpdate, NodeUpdate
+
+
+def random_graph(b=2, n=7, f=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    v = torch.randn(b, n, f, generator=g)
+    e = torch.rand(b, n, n, 2, generator=g) + 0.05
+    e = e / e.sum(-1, keepdim=True)
+    return v, e, torch.ones(b, n, dtype=torch.bool)
+
+
+def permute(v, e, mask, p):
+    return v[:, p], e[:, p][:, :, p], mask[:, p]
+
+
+@pytest.mark.parametrize("train_mode", [False, True])
+def test_layers_are_equivariant_to_node_permutation(train_mode):
+    torch.manual_seed(0)
+    v, e, mask = random_graph()
+    p = torch.randperm(v.shape[1])
+    node, edge, net = NodeUpdate(8, 12), EdgeUpdate(8, 6), EGNN(8, 12, 6, num_layers=3)
+    for m in (node, edge, net):
+        m.train(train_mode)
+    assert torch.allclose(node(*permute(v, e, mask, p)), node(v, e, mask)[:, p], atol=1e-5)
+    assert torch.allclose(edge(*permute(v, e, mask, p)), edge(v, e, mask)[:, p][:, :, p], atol=1e-5)
+    assert torch.allclose(net(*permute(v, e, mask, p)), net(v, e, mask)[:, :, p][:, :, :, p], atol=1e-5)
+
+
+def test_edge_update_output_is_a_distribution_with_self_loops_similar():
+    torch.manual_seed(0)
+    v, e, mask = random_graph()
+    out = EdgeUpdate(8, 6).eval()(v, e, mask)
+    assert torch.allclose(out.sum(-1), torch.ones(out.shape[:-1]))
+    diag = out.diagonal(dim1=1, dim2=2)  # (B, 2, N)
+    assert (diag[:, 0] > 0.99).all()
+
+
+def test_node_update_ignores_self_loops_and_uses_row_normalised_channels():
+    layer = NodeUpdate(1, 1)
+    seen = {}
+    layer.transform = torch.nn.Identity()  # look at what the transform receives
+    v = torch.tensor([[[1.0], [2.0], [4.0]]])
+    e = torch.tensor([[[[1, 0], [3, 1], [1, 3]],
+                       [[1, 1], [9, 9], [1, 1]],
+                       [[2, 2], [2, 2], [5, 5]]]], dtype=torch.float)
+    out = layer(v, e, torch.ones(1, 3, dtype=torch.bool))  # (1, 3, 3): [v, sim-aggr, dis-aggr]
+    # node 0: sim weights 3/4, 1/4 over nodes 1, 2; dis weights 1/4, 3/4
+    assert torch.allclose(out[0, 0], torch.tensor([1.0, 0.75 * 2 + 0.25 * 4, 0.25 * 2 + 0.75 * 4]))
+    # node 1: the self-loop (9, 9) is ignored
+    assert torch.allclose(out[0, 1], torch.tensor([2.0, 2.5, 2.5]))
+
+
+def test_padding_does_not_change_real_nodes():
+    torch.manual_seed(0)
+    net = EGNN(8, 12, 6, num_layers=2).eval()
+    v, e, mask = random_graph(b=1, n=5)
+    vp = torch.cat([v, torch.randn(1, 3, 8)], 1)
+    ep = torch.rand(1, 8, 8, 2)
+    ep[:, :5, :5] = e
+    mp = torch.tensor([[True] * 5 + [False] * 3])
+    alone, padded = net(v, e, mask), net(vp, ep, mp)
+    assert torch.allclose(padded[:, :, :5, :5], alone, atol=1e-6)
+    assert (padded[:, :, 5:] == 0).all() and (padded[:, :, :, 5:] == 0).all()

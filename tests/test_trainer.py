@@ -1,0 +1,99 @@
+"""Training, checkpoints and evaluation on a small slice of the embedded glyph dataset."""
+import json
+
+import pytest
+import torch
+
+from egnn.checkpoint import load_checkpoint
+from egnn.config import make_config
+from egnn.data import FewShotSplit
+from egnn.data.glyphs import make_glyphs
+from egnn.errors import CheckpointError, UserError
+from egnn.trainer import Trainer, evaluate, load_trained
+
+
+def small_splits():
+    out = {}
+    for i, (name, n) in enumerate({"train": 12, "val": 6, "test": 6}.items()):
+        imgs = make_glyphs(n, seed=50 + i)
+        out[name] = FewShotSplit(imgs.flatten(0, 1), torch.arange(n).repeat_interleave(20),
+                                 [f"{name}{c}" for c in range(n)], name=f"tiny/{name}")
+    return out
+
+
+SPLITS = small_splits()
+
+
+def tiny_config(out, **kw):
+    base = dict(way=3, shot=1, query=2, eval_query=2, iterations=6, tasks_per_batch=4, val_every=3, val_episodes=4,
+                test_episodes=6, eval_batch=3, embedding=16, node_features=8, edge_features=8, out=str(out), seed=3)
+    base.update(kw)
+    return make_config(**base)
+
+
+def fit(cfg, resume=False):
+    trainer = Trainer(cfg, SPLITS)
+    trainer.fit(resume=resume, progress=False)
+    return trainer
+
+
+def test_save_load_gives_identical_evaluation(tmp_path):
+    trainer = fit(tiny_config(tmp_path))
+    before = trainer.test()[0]
+    method, cfg = load_trained(tmp_path / "best.pt")
+    after = evaluate(method, SPLITS["test"], way=3, shot=1, query=2, episodes=6, transductive=True,
+                     seed=cfg.eval_seed, batch_size=3)
+    assert before.per_episode == after.per_episode
+    assert json.loads((tmp_path / "results.json").read_text())["test"][0]["accuracy"] == before.accuracy
+
+
+def test_interrupted_run_resumes_to_the_same_model(tmp_path):
+    whole = fit(tiny_config(tmp_path / "whole"))
+    first = fit(tiny_config(tmp_path / "split", iterations=3))  # "killed" after its checkpoint at 3
+    assert first.iteration == 3
+    resumed = fit(tiny_config(tmp_path / "split"), resume=True)
+    for (k, a), b in zip(whole.method.state_dict().items(), resumed.method.state_dict().values()):
+        assert torch.equal(a, b), k
+    lines = (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["iteration"] for x in lines] == [3, 6]
+
+
+def test_same_seed_same_metrics(tmp_path):
+    a = fit(tiny_config(tmp_path / "a")).test()[0]
+    b = fit(tiny_config(tmp_path / "b")).test()[0]
+    assert a.per_episode == b.per_episode
+
+
+def test_existing_run_is_not_overwritten(tmp_path):
+    fit(tiny_config(tmp_path, iterations=3))
+    with pytest.raises(UserError, match="--resume"):
+        fit(tiny_config(tmp_path, iterations=3))
+
+
+def test_resume_refuses_different_settings(tmp_path):
+    fit(tiny_config(tmp_path, iterations=3))
+    with pytest.raises(UserError, match="way=3"):
+        fit(tiny_config(tmp_path, way=4), resume=True)
+
+
+def test_corrupt_and_foreign_checkpoints_are_refused(tmp_path):
+    fit(tiny_config(tmp_path, iterations=3))
+    data = (tmp_path / "best.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        load_checkpoint(tmp_path / "cut.pt")
+    torch.save({"weights": 1}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not an egnn checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
+    blob = torch.load(tmp_path / "best.pt", weights_only=False)
+    blob["config"]["node_features"] = 12  # the weights no longer fit the model the config builds
+    torch.save(blob, tmp_path / "mismatch.pt")
+    with pytest.raises(CheckpointError, match="does not fit"):
+        load_trained(tmp_path / "mismatch.pt")
+
+
+def test_training_learns_on_glyphs(tmp_path):
+    cfg = tiny_config(tmp_path, iterations=30, val_every=30, tasks_per_batch=8, test_episodes=30)
+    trainer = fit(cfg)
+    acc = trainer.test()[0].accuracy
+    assert acc > 0.6  # chance is 1/3
