@@ -140,6 +140,54 @@ def evaluate(
 
 @app.command()
 @user_errors
+def visualize(
+    checkpoint: Path = typer.Option(..., help="best.pt of an EGNN run."),
+    dataset: Optional[str] = typer.Option(None, help="Default: the checkpoint's dataset."),
+    data_root: Optional[str] = typer.Option(None),
+    split: str = typer.Option("test"),
+    way: Optional[int] = typer.Option(None),
+    shot: Optional[int] = typer.Option(None),
+    query: Optional[int] = typer.Option(None, help="Queries per class; default: the checkpoint's eval-query."),
+    label_ratio: Optional[float] = typer.Option(None),
+    transductive: Optional[bool] = typer.Option(None, "--transductive/--no-transductive"),
+    episode: int = typer.Option(0, help="Index of the fixed evaluation episode to draw."),
+    seed: Optional[int] = typer.Option(None, help="Episode seed; default: the checkpoint's eval-seed."),
+    out: Path = typer.Option(Path("viz"), help="Output folder."),
+) -> None:
+    """Draw one episode's edge labels after each EGNN layer (PNG per layer, grid, GIF, summary.json)."""
+    from dataclasses import asdict
+
+    from egnn.config import make_config
+    from egnn.data import load_dataset
+    from egnn.episodes import EpisodeSampler
+    from egnn.methods import EGNNMethod
+    from egnn.trainer import load_trained
+    from egnn.visualize import episode_graphs, render, summarize
+
+    method, cfg = load_trained(checkpoint)
+    if not isinstance(method, EGNNMethod):
+        raise UserError(f"{checkpoint} holds a '{cfg.model}' model, which has no edge labels: pass an EGNN checkpoint")
+    if split not in ("train", "val", "test") or episode < 0:
+        raise UserError("--split must be train, val or test and --episode at least 0")
+    p = make_config(cfg.to_dict(), dataset=dataset, data_root=data_root, way=way, shot=shot, eval_query=query,
+                    label_ratio=label_ratio, transductive=transductive, eval_seed=seed)
+    splits = load_dataset(p.dataset, p.data_root, p.image_size)
+    ep = EpisodeSampler(splits[split], p.way, p.shot, p.eval_query, seed=p.eval_seed,
+                        label_ratio=p.label_ratio).episode(episode)
+    graphs = episode_graphs(method, ep, transductive=p.transductive)
+    files = render(graphs, out)
+    summary = [asdict(summarize(g)) for g in graphs]
+    (out / "summary.json").write_text(json.dumps({"checkpoint": str(checkpoint), "episode": episode,
+                                                  "transductive": p.transductive, "stages": summary}, indent=2) + "\n")
+    for s in summary:
+        typer.echo(f"{s['stage']:>8s}: within {s['within_class_similarity']:.3f}  across "
+                   f"{s['across_class_similarity']:.3f}  query acc {s['query_accuracy']:.3f}  edge acc "
+                   f"{s['edge_accuracy']:.3f}  clusters {s['clusters']}  ARI {s['adjusted_rand_index']:.3f}")
+    typer.echo(f"wrote {files['grid']}, {files['gif']} and {len(graphs)} stage PNGs in {out}")
+
+
+@app.command()
+@user_errors
 def datasets(data_root: Optional[str] = typer.Option(None, help="Dataset root; default $EGNN_DATA.")) -> None:
     """List the datasets, where each is looked for, and whether it is there."""
     from egnn.data import DATASETS, DESCRIPTIONS, data_root as resolve
