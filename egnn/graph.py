@@ -85,6 +85,17 @@ class DenseEpisodes:
             way=int(ways[0]),
         )
 
+    def per_query_index(self) -> torch.Tensor:
+        """Node indices ``(Q, S+1)`` of the non-transductive graphs: all S supports, then one query.
+
+        Requires equal-sized episodes with supports first, as :func:`episode_to_graph` builds them.
+        """
+        s, n = int(self.support_mask[0].sum()), self.node_mask.shape[1]
+        if not (self.node_mask.all() and self.support_mask[:, :s].all() and not self.support_mask[:, s:].any()):
+            raise ValueError("Expected equal-sized episodes with supports first for non-transductive inference")
+        supports = torch.arange(s, device=self.y.device).expand(n - s, s)
+        return torch.cat([supports, torch.arange(s, n, device=self.y.device)[:, None]], 1)
+
     def edge_target(self) -> torch.Tensor:
         """``(B, N, N)`` 1 where two nodes share a class. Used only by losses and metrics."""
         return (self.y[:, :, None] == self.y[:, None, :]).float()

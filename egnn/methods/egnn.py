@@ -43,12 +43,9 @@ class EGNNMethod(FewShotMethod):
         Support-support edges, which every query's graph re-estimates, are averaged over the queries;
         query-query edges do not exist and are left at 0.5.
         """
+        idx = dense.per_query_index()  # (Q, S+1)
+        q, s = idx.shape[0], idx.shape[1] - 1
         b, n = dense.node_mask.shape
-        s = int(dense.support_mask[0].sum())
-        if not (dense.node_mask.all() and dense.support_mask[:, :s].all() and not dense.support_mask[:, s:].any()):
-            raise ValueError("Expected equal-sized episodes with supports first for non-transductive inference")
-        q = n - s
-        idx = torch.cat([torch.arange(s).expand(q, s), torch.arange(s, n)[:, None]], 1).to(v.device)  # (Q, S+1)
         v_q = v[:, idx].flatten(0, 1)  # (B*Q, S+1, D)
         e_q = dense.init_edges[:, idx[:, :, None], idx[:, None, :]].flatten(0, 1)  # (B*Q, S+1, S+1, 2)
         out = self.gnn(v_q, e_q, v_q.new_ones(b * q, s + 1, dtype=torch.bool))
