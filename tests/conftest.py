@@ -8,7 +8,8 @@ import torch
 
 from egnn.backbones import create_backbone
 from egnn.episodes import Episode
-from egnn.methods import EGNNMethod
+from egnn.config import make_config
+from egnn.methods import EGNNMethod, method_class
 
 REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("EGNN_DATA", str(REPO.parent / "shared" / "data"))
@@ -24,19 +25,20 @@ def make_episode(way=3, shot=2, query=2, labeled_shots=None, seed=0, size=28) ->
     return Episode(images, labels, labeled, torch.arange(way), way, shot, query)
 
 
-def make_method(seed=0, layers=3) -> EGNNMethod:
-    return copy.deepcopy(_calibrated_method(seed, layers))
+def make_method(seed=0, layers=3, model="egnn"):
+    return copy.deepcopy(_calibrated_method(seed, layers, model))
 
 
 @functools.lru_cache(maxsize=None)
-def _calibrated_method(seed: int, layers: int) -> EGNNMethod:
+def _calibrated_method(seed: int, layers: int, model: str):
     """A small EGNN in eval mode whose BatchNorm statistics were calibrated on random episodes, so its
     similarities are not saturated and every node's output depends only on the graph, not on batch statistics."""
     from egnn.graph import collate
 
     torch.manual_seed(seed)
-    method = EGNNMethod(create_backbone("conv4", in_channels=1, image_size=28, out_features=32), num_layers=layers,
-                        node_features=16, edge_features=16)
+    backbone = create_backbone("conv4", in_channels=1, image_size=28, out_features=32)
+    method = (EGNNMethod(backbone, num_layers=layers, node_features=16, edge_features=16) if model == "egnn"
+              else method_class(model).from_config(backbone, make_config(model=model, layers=layers, node_features=16)))
     with torch.no_grad():
         for i in range(8):
             method(collate([make_episode(seed=100 + 4 * i + j) for j in range(4)]), transductive=True)

@@ -16,6 +16,8 @@ def register_method(name: str):
 
 
 def method_class(name: str) -> type[FewShotMethod]:
+    import baselines  # noqa: F401  (registers the baselines; imported late to avoid a cycle)
+
     if name not in METHODS:
         raise ConfigError(f"unknown model '{name}': choose one of {', '.join(sorted(METHODS))}")
     return METHODS[name]
