@@ -12,7 +12,7 @@ run() {  # setting, trans|nontrans, extra flags
 }
 mkdir -p runs
 if [ "${1:-all}" != "5shot" ]; then
-  run 5w1s trans & run 5w1s nontrans & wait
+  run 5w1s trans --resume & run 5w1s nontrans --resume & wait
 fi
-run 5w5s trans & run 5w5s nontrans --iterations 300 & wait
+run 5w5s trans & run 5w5s nontrans --iterations 200 & wait
 python scripts/collect_omniglot.py
