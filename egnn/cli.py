@@ -188,6 +188,24 @@ def visualize(
 
 @app.command()
 @user_errors
+def compare(
+    config: Path = typer.Option(..., help="Comparison spec, e.g. configs/compare_omniglot_5w1s.yaml."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Train or load several models and evaluate them on identical episodes, with paired differences."""
+    from egnn.compare import compare as run, load_spec, table, write
+
+    spec = load_spec(config)
+    summary = run(spec, progress=not quiet)
+    summary["command"] = shlex.join(["egnn", *sys.argv[1:]])
+    summary["git_revision"] = _git_revision()
+    typer.echo(table(summary))
+    files = write(summary, spec.get("output", f"results/compare_{config.stem}"))
+    typer.echo(f"wrote {', '.join(str(f) for f in files.values())}")
+
+
+@app.command()
+@user_errors
 def datasets(data_root: Optional[str] = typer.Option(None, help="Dataset root; default $EGNN_DATA.")) -> None:
     """List the datasets, where each is looked for, and whether it is there."""
     from egnn.data import DATASETS, DESCRIPTIONS, data_root as resolve

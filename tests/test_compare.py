@@ -1,0 +1,42 @@
+import json
+
+import pytest
+import yaml
+
+from tests.test_cli import assert_user_error, egnn
+
+
+def test_compare_trains_and_evaluates_all_models_on_identical_episodes(tmp_path):
+    spec = {
+        "base": {"dataset": "glyphs", "way": 3, "shot": 1, "query": 2, "iterations": 4, "tasks_per_batch": 4,
+                 "val_every": 4, "val_episodes": 4, "embedding": 16, "node_features": 16, "edge_features": 16,
+                 "eval_batch": 10},
+        "models": {name: {"model": name, "out": str(tmp_path / name)} for name in ("egnn", "gnn", "protonet")},
+        "evaluation": {"episodes": 20, "query": 2, "transductive": True},
+        "reference": "egnn",
+        "output": str(tmp_path / "cmp"),
+    }
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    proc = egnn("compare", "--config", tmp_path / "spec.yaml", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((tmp_path / "cmp.json").read_text())
+    rows = summary["models"]
+    assert set(rows) == {"egnn", "gnn", "protonet"}
+    for name in ("gnn", "protonet"):  # paired over the same episodes: the mean difference is the difference of means
+        assert rows[name]["paired_difference_egnn_minus_this"] == pytest.approx(
+            rows["egnn"]["accuracy"] - rows[name]["accuracy"], abs=1e-6)
+    assert summary["protocol"]["episodes"] == 20 and summary["command"].startswith("egnn compare")
+    assert (tmp_path / "cmp.png").stat().st_size > 0 and "| egnn |" in (tmp_path / "cmp.md").read_text()
+
+    # a second call loads the finished runs instead of training again, and reproduces the numbers
+    spec["models"]["egnn"] = {"checkpoint": str(tmp_path / "egnn" / "best.pt")}
+    spec["output"] = str(tmp_path / "again")
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    assert egnn("compare", "--config", tmp_path / "spec.yaml", "--quiet").returncode == 0
+    again = json.loads((tmp_path / "again.json").read_text())["models"]
+    assert {k: v["accuracy"] for k, v in again.items()} == {k: v["accuracy"] for k, v in rows.items()}
+
+
+def test_compare_rejects_bad_specs(tmp_path):
+    (tmp_path / "bad.yaml").write_text("modelz: {}\n")
+    assert_user_error(egnn("compare", "--config", tmp_path / "bad.yaml"), "unknown modelz")
