@@ -67,6 +67,7 @@ def train(
     query: Optional[int] = typer.Option(None, help="Queries per class in training episodes."),
     eval_query: Optional[int] = typer.Option(None, help="Queries per class in validation/test episodes."),
     label_ratio: Optional[float] = typer.Option(None, help="Fraction of each class's supports that is labeled."),
+    unlabeled: Optional[str] = typer.Option(None, help="keep the unlabeled supports as graph nodes, or drop them."),
     transductive: Optional[bool] = typer.Option(None, "--transductive/--no-transductive",
                                                 help="Queries share one graph (default) or each sees only the supports."),
     model: Optional[str] = typer.Option(None, help="Few-shot method."),
@@ -110,6 +111,7 @@ def evaluate(
     shot: Optional[int] = typer.Option(None),
     query: Optional[int] = typer.Option(None, help="Queries per class; default: the checkpoint's eval-query."),
     label_ratio: Optional[float] = typer.Option(None),
+    unlabeled: Optional[str] = typer.Option(None, help="keep or drop the unlabeled supports."),
     transductive: Optional[bool] = typer.Option(None, "--transductive/--no-transductive"),
     episodes: int = typer.Option(1000, help="Fixed evaluation episodes."),
     seed: Optional[int] = typer.Option(None, help="Episode seed; default: the checkpoint's eval-seed."),
@@ -120,18 +122,16 @@ def evaluate(
     """Evaluate a checkpoint on fixed episodes; prints mean ± 95% CI with its protocol."""
     from egnn.config import make_config
     from egnn.data import load_dataset
-    from egnn.trainer import evaluate as run, load_trained
+    from egnn.trainer import evaluate_config as run, load_trained
 
     if split not in ("train", "val", "test"):
         raise UserError(f"--split must be train, val or test, got '{split}'")
     method, cfg = load_trained(checkpoint, device)
     proto = make_config(cfg.to_dict(), dataset=dataset, data_root=data_root, way=way, shot=shot, eval_query=query,
-                        label_ratio=label_ratio, transductive=transductive, eval_seed=seed, test_episodes=episodes,
-                        eval_batch=batch)
+                        label_ratio=label_ratio, unlabeled=unlabeled, transductive=transductive, eval_seed=seed,
+                        test_episodes=episodes, eval_batch=batch)
     splits = load_dataset(proto.dataset, proto.data_root, proto.image_size)
-    result = run(method, splits[split], way=proto.way, shot=proto.shot, query=proto.eval_query,
-                 episodes=proto.test_episodes, transductive=proto.transductive, seed=proto.eval_seed,
-                 label_ratio=proto.label_ratio, batch_size=proto.eval_batch, device=device, dataset=proto.dataset)
+    result = run(method, splits[split], proto, proto.test_episodes, device=device)
     typer.echo(str(result))
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
@@ -201,6 +201,25 @@ def compare(
     summary["git_revision"] = _git_revision()
     typer.echo(table(summary))
     files = write(summary, spec.get("output", f"results/compare_{config.stem}"))
+    typer.echo(f"wrote {', '.join(str(f) for f in files.values())}")
+
+
+@app.command("label-ratio")
+@user_errors
+def label_ratio(
+    config: Path = typer.Option(..., help="Sweep spec, e.g. configs/label_ratio_omniglot_20w5s.yaml."),
+    runs: Path = typer.Option(Path("runs/label_ratio"), help="Where the sweep's runs are trained or resumed."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Semi-supervised sweep over label ratios, models and modes on identical test episodes."""
+    from egnn.sweep import label_ratio_sweep, load_sweep, table, write
+
+    spec = load_sweep(config)
+    summary = label_ratio_sweep(spec, progress=not quiet, runs=runs)
+    summary["command"] = shlex.join(["egnn", *sys.argv[1:]])
+    summary["git_revision"] = _git_revision()
+    typer.echo(table(summary))
+    files = write(summary, spec.get("output", f"results/label_ratio_{summary['dataset']}"))
     typer.echo(f"wrote {', '.join(str(f) for f in files.values())}")
 
 

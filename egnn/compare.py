@@ -17,7 +17,7 @@ from egnn.config import make_config
 from egnn.data import load_dataset
 from egnn.errors import ConfigError
 from egnn.losses import mean_ci95
-from egnn.trainer import Trainer, evaluate, load_trained
+from egnn.trainer import Trainer, evaluate_config, load_trained
 
 SPEC_KEYS = {"base", "models", "evaluation", "reference", "output"}
 
@@ -58,10 +58,8 @@ def compare(spec: dict[str, Any], progress: bool = True) -> dict[str, Any]:
             trainer.fit(resume=True, progress=progress)
             method, cfg = load_trained(Path(cfg.out) / "best.pt", shared.device)
             source = {"trained": cfg.to_dict(), "checkpoint": str(Path(cfg.out) / "best.pt")}
-        result = evaluate(method, splits["test"], way=shared.way, shot=shared.shot, query=ev["query"],
-                          episodes=ev["episodes"], transductive=ev["transductive"], seed=shared.eval_seed,
-                          label_ratio=shared.label_ratio, batch_size=shared.eval_batch, device=shared.device,
-                          dataset=shared.dataset)
+        protocol = make_config(base, transductive=ev["transductive"])
+        result = evaluate_config(method, splits["test"], protocol, ev["episodes"], ev["query"])
         per_episode[name] = torch.tensor(result.per_episode)
         rows[name] = {"model": cfg.model, **source, "accuracy": result.accuracy,
                       "accuracy_ci95": result.accuracy_ci95, "seconds": round(result.seconds, 2)}

@@ -28,6 +28,7 @@ class Config:
     query: int = 1  # queries per class in training episodes
     eval_query: int = 1  # queries per class in validation and test episodes
     label_ratio: float = 1.0
+    unlabeled: str = "keep"  # unlabeled supports: "keep" them as graph nodes (semi-supervised) or "drop" them
     transductive: bool = True
     # model
     model: str = "egnn"
@@ -65,6 +66,8 @@ class Config:
             raise ConfigError(f"way must be at least 2, got {self.way}")
         if not 0 < self.label_ratio <= 1:
             raise ConfigError(f"label-ratio must be in (0, 1], got {self.label_ratio}")
+        if self.unlabeled not in ("keep", "drop"):
+            raise ConfigError(f"unlabeled must be keep or drop, got '{self.unlabeled}'")
         if self.lr <= 0 or self.weight_decay < 0 or not 0 <= self.dropout < 1:
             raise ConfigError("lr must be > 0, weight-decay >= 0 and dropout in [0, 1)")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):

@@ -50,15 +50,16 @@ class EpisodeSampler:
     """Seeded N-way K-shot episodes with ``query`` queries per class from one split.
 
     With ``label_ratio < 1`` only ``round(label_ratio * shot)`` supports of each class are labeled; the rest
-    stay in the episode as unlabeled supports.
+    stay in the episode as unlabeled supports, or are dropped with ``drop_unlabeled=True`` (the "labeled
+    only" setting), which leaves the same labeled supports and queries as the semi-supervised episode.
     """
 
     def __init__(self, split: FewShotSplit, way: int, shot: int, query: int, seed: int = 0,
-                 label_ratio: float = 1.0) -> None:
+                 label_ratio: float = 1.0, drop_unlabeled: bool = False) -> None:
         check_episode_shape(way, shot, query, label_ratio)
         split.check_episode(way, shot, query)
         self.split, self.way, self.shot, self.query = split, way, shot, query
-        self.seed, self.label_ratio = seed, label_ratio
+        self.seed, self.label_ratio, self.drop_unlabeled = seed, label_ratio, drop_unlabeled
         self.labeled_shots = round(label_ratio * shot)
 
     def generator(self, index: int) -> torch.Generator:
@@ -77,7 +78,17 @@ class EpisodeSampler:
         labels = torch.arange(way)
         labels = torch.cat([labels.repeat_interleave(self.shot), labels.repeat_interleave(self.query)])
         labeled = (torch.arange(self.shot) < self.labeled_shots).repeat(way)
-        return Episode(split.images[order], labels, labeled, classes, way, self.shot, self.query)
+        episode = Episode(split.images[order], labels, labeled, classes, way, self.shot, self.query)
+        return without_unlabeled(episode) if self.drop_unlabeled else episode
 
     def batch(self, start: int, count: int) -> list[Episode]:
         return [self.episode(i) for i in range(start, start + count)]
+
+
+def without_unlabeled(episode: Episode) -> Episode:
+    """The same episode with its unlabeled supports removed: a ``labeled_shots``-shot episode."""
+    s = episode.way * episode.shot
+    keep = torch.cat([episode.labeled, torch.ones(episode.labels.numel() - s, dtype=torch.bool)])
+    shots = int(episode.labeled.sum()) // episode.way
+    return Episode(episode.images[keep], episode.labels[keep], episode.labeled[episode.labeled], episode.classes,
+                   episode.way, shots, episode.query)

@@ -75,9 +75,10 @@ class EvalResult:
 @torch.inference_mode()
 def evaluate(method: FewShotMethod, split: FewShotSplit, *, way: int, shot: int, query: int, episodes: int,
              transductive: bool, seed: int = 0, label_ratio: float = 1.0, batch_size: int = 50,
-             device: str | torch.device = "cpu", dataset: str = "") -> EvalResult:
+             device: str | torch.device = "cpu", dataset: str = "", drop_unlabeled: bool = False) -> EvalResult:
     """Accuracy over ``episodes`` fixed episodes: episode ``i`` depends only on ``(seed, i)``."""
-    sampler = EpisodeSampler(split, way, shot, query, seed=seed, label_ratio=label_ratio)
+    sampler = EpisodeSampler(split, way, shot, query, seed=seed, label_ratio=label_ratio,
+                             drop_unlabeled=drop_unlabeled)
     was_training = method.training
     method.eval()
     start, accs, extra = time.perf_counter(), [], {}
@@ -90,9 +91,19 @@ def evaluate(method: FewShotMethod, split: FewShotSplit, *, way: int, shot: int,
     method.train(was_training)
     acc = torch.cat(accs)
     protocol = {"dataset": dataset, "split": split.name.split("/")[-1], "way": way, "shot": shot, "query": query,
-                "episodes": episodes, "transductive": transductive, "label_ratio": label_ratio, "seed": seed}
+                "episodes": episodes, "transductive": transductive, "label_ratio": label_ratio,
+                "unlabeled": "drop" if drop_unlabeled else "keep", "seed": seed}
     return EvalResult(*mean_ci95(acc), {k: mean_ci95(torch.cat(v)) for k, v in extra.items()}, protocol,
                       acc.tolist(), time.perf_counter() - start)
+
+
+def evaluate_config(method: FewShotMethod, split: FewShotSplit, cfg: Config, episodes: int,
+                    query: int | None = None, device: str | torch.device | None = None) -> EvalResult:
+    """:func:`evaluate` with the protocol of ``cfg`` (way, shot, eval queries, mode, label ratio, eval seed)."""
+    return evaluate(method, split, way=cfg.way, shot=cfg.shot, query=query or cfg.eval_query, episodes=episodes,
+                    transductive=cfg.transductive, seed=cfg.eval_seed, label_ratio=cfg.label_ratio,
+                    batch_size=cfg.eval_batch, device=device or cfg.device, dataset=cfg.dataset,
+                    drop_unlabeled=cfg.unlabeled == "drop")
 
 
 class Trainer:
@@ -116,7 +127,7 @@ class Trainer:
         self.optimizer = torch.optim.Adam(self.method.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, cfg.lr_halve_every, gamma=0.5)
         self.sampler = EpisodeSampler(self.splits["train"], cfg.way, cfg.shot, cfg.query, seed=cfg.seed,
-                                      label_ratio=cfg.label_ratio)
+                                      label_ratio=cfg.label_ratio, drop_unlabeled=cfg.unlabeled == "drop")
         self.out = Path(cfg.out)
         self.iteration, self.best_val, self.best_iteration = 0, -1.0, 0
         self.train_seconds = 0.0  # wall-clock of training and validation, summed over resumes
@@ -165,12 +176,8 @@ class Trainer:
         return loss.item(), query_accuracy(out.logits, out.query_labels).mean().item()
 
     def validate(self) -> float:
-        cfg = self.cfg
-        res = evaluate(self.method, self.splits["val"], way=cfg.way, shot=cfg.shot, query=cfg.eval_query,
-                       episodes=cfg.val_episodes, transductive=cfg.transductive, seed=cfg.eval_seed,
-                       label_ratio=cfg.label_ratio, batch_size=cfg.eval_batch, device=self.device,
-                       dataset=cfg.dataset)
-        return res.accuracy
+        return evaluate_config(self.method, self.splits["val"], self.cfg, self.cfg.val_episodes,
+                               device=self.device).accuracy
 
     def fit(self, resume: bool = False, progress: bool = True) -> None:
         cfg = self.cfg
@@ -212,15 +219,16 @@ class Trainer:
                 if task is not None:
                     bar.update(task, completed=self.iteration, loss=loss, acc=acc, val=self.best_val)
 
+    def load_best(self) -> None:
+        """Put the weights of ``best.pt`` (best validation accuracy) into ``self.method``."""
+        blob = load_checkpoint(self.out / "best.pt")
+        load_model_state(self.method, blob["model"], self.out / "best.pt")
+
     def test(self, queries: list[int] | None = None, provenance: dict[str, Any] | None = None) -> list[EvalResult]:
         """Test the best checkpoint on ``cfg.test_episodes`` fixed episodes, for each queries-per-class value."""
         cfg = self.cfg
-        blob = load_checkpoint(self.out / "best.pt")
-        load_model_state(self.method, blob["model"], self.out / "best.pt")
-        results = [evaluate(self.method, self.splits["test"], way=cfg.way, shot=cfg.shot, query=q,
-                            episodes=cfg.test_episodes, transductive=cfg.transductive, seed=cfg.eval_seed,
-                            label_ratio=cfg.label_ratio, batch_size=cfg.eval_batch, device=self.device,
-                            dataset=cfg.dataset)
+        self.load_best()
+        results = [evaluate_config(self.method, self.splits["test"], cfg, cfg.test_episodes, q, self.device)
                    for q in (queries or [cfg.eval_query])]
         summary = {**(provenance or {}), "config": cfg.to_dict(), "best_iteration": self.best_iteration,
                    "best_val_acc": self.best_val, "train_seconds": self.train_seconds,

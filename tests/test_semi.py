@@ -1,0 +1,53 @@
+"""Semi-supervised episodes and the label-ratio sweep."""
+import json
+
+import torch
+import yaml
+
+from egnn.episodes import EpisodeSampler, without_unlabeled
+from tests.conftest import make_episode
+from tests.test_cli import egnn
+from tests.test_trainer import SPLITS
+
+
+def test_label_ratio_labels_the_first_shots_of_every_class():
+    sampler = EpisodeSampler(SPLITS["train"], way=3, shot=5, query=2, seed=1, label_ratio=0.4)
+    ep = sampler.episode(0)
+    assert ep.labeled.tolist() == [True, True, False, False, False] * 3
+
+
+def test_dropping_unlabeled_supports_keeps_the_same_labeled_supports_and_queries():
+    ep = make_episode(way=2, shot=3, query=2, labeled_shots=1)
+    dropped = without_unlabeled(ep)
+    assert (dropped.way, dropped.shot, dropped.query) == (2, 1, 2)
+    assert torch.equal(dropped.images, torch.cat([ep.images[[0, 3]], ep.images[6:]]))
+    assert dropped.labels.tolist() == [0, 1, 0, 0, 1, 1]
+    kept = EpisodeSampler(SPLITS["test"], 3, 5, 2, seed=4, label_ratio=0.6)
+    drop = EpisodeSampler(SPLITS["test"], 3, 5, 2, seed=4, label_ratio=0.6, drop_unlabeled=True)
+    assert torch.equal(without_unlabeled(kept.episode(7)).images, drop.episode(7).images)
+
+
+def test_label_ratio_sweep_at_test_size(tmp_path):
+    spec = {
+        "base": {"dataset": "glyphs", "way": 3, "shot": 5, "query": 1, "iterations": 3, "tasks_per_batch": 2,
+                 "val_every": 3, "val_episodes": 2, "embedding": 16, "node_features": 8, "edge_features": 8,
+                 "eval_batch": 10},
+        "ratios": [0.2, 1.0],
+        "models": {"egnn-semi": {"unlabeled": "keep"}, "egnn-labeled-only": {"unlabeled": "drop"}},
+        "modes": ["transductive", "non-transductive"],
+        "evaluation": {"episodes": 10, "query": 1},
+        "output": str(tmp_path / "label_ratio_glyphs"),
+    }
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(spec))
+    proc = egnn("label-ratio", "--config", tmp_path / "sweep.yaml", "--runs", tmp_path / "runs", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((tmp_path / "label_ratio_glyphs.json").read_text())
+    rows = {(r["model"], r["mode"], r["label_ratio"]): r for r in summary["results"]}
+    assert len(rows) == 8
+    assert rows["egnn-semi", "transductive", 0.2]["labeled_shots"] == 1
+    assert rows["egnn-labeled-only", "transductive", 0.2]["protocol"]["unlabeled"] == "drop"
+    for mode in ("transductive", "non-transductive"):  # at 100% nothing is unlabeled: both variants coincide
+        assert rows["egnn-semi", mode, 1.0]["accuracy"] == rows["egnn-labeled-only", mode, 1.0]["accuracy"]
+    table = (tmp_path / "label_ratio_glyphs.md").read_text()
+    assert "| egnn-semi | transductive |" in table and "20% labeled" in table
+    assert (tmp_path / "label_ratio_glyphs.png").stat().st_size > 0
