@@ -239,7 +239,26 @@ def datasets(data_root: Optional[str] = typer.Option(None, help="Dataset root; d
 
 
 def main() -> None:
-    app()
+    """Entry point: flag errors from click become one line and exit code 2, like every other user error."""
+    try:  # recent typer vendors click
+        from typer._click.exceptions import UsageError
+    except ImportError:  # pragma: no cover
+        from click.exceptions import UsageError
+
+    try:
+        code = app(standalone_mode=False)
+    except UsageError as exc:
+        if not exc.format_message():  # bare `egnn`: the help was the answer
+            raise SystemExit(0) from None
+        command = exc.ctx.command_path if exc.ctx else "egnn"
+        typer.echo(f"error: {exc.format_message()} (see {command} --help)", err=True)
+        raise SystemExit(2) from None
+    except typer.Abort:
+        typer.echo("interrupted", err=True)
+        raise SystemExit(130) from None
+    except typer.Exit as exc:
+        raise SystemExit(exc.exit_code) from None
+    raise SystemExit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -72,6 +72,16 @@ def test_bad_flags(tmp_path, args, needles):
     assert_user_error(egnn("train", "--out", tmp_path / "r", *args), *needles)
 
 
+@pytest.mark.parametrize("args, needles", [
+    (["train", "--eval-batch", 3], ["No such option: --eval-batch", "egnn train --help"]),
+    (["train", "--way", "five"], ["Invalid value for '--way'"]),
+    (["eval"], ["Missing option '--checkpoint'"]),
+    (["frobnicate"], ["No such command"]),
+])
+def test_usage_errors_are_one_line(args, needles):
+    assert_user_error(egnn(*args), *needles)
+
+
 def test_missing_data_without_network(tmp_path):
     env = {"EGNN_DATA": str(tmp_path / "empty"), "EGNN_CACHE": str(tmp_path / "cache"),
            # a closed local port stands in for "no network", wherever the tests run
