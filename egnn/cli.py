@@ -246,7 +246,7 @@ def main() -> None:
         from click.exceptions import UsageError
 
     try:
-        code = app(standalone_mode=False)
+        code = app(standalone_mode=False, prog_name="egnn")
     except UsageError as exc:
         if not exc.format_message():  # bare `egnn`: the help was the answer
             raise SystemExit(0) from None
