@@ -6,35 +6,23 @@ or ``checkpoint: PATH`` to load a trained one), ``evaluation`` (``episodes``, ``
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from egnn.config import make_config
 from egnn.data import load_dataset
 from egnn.errors import ConfigError
 from egnn.losses import mean_ci95
+from egnn.reports import read_spec, write_report
 from egnn.trainer import Trainer, evaluate_config, load_trained
 
 SPEC_KEYS = {"base", "models", "evaluation", "reference", "output"}
 
 
 def load_spec(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"comparison config {path} not found: check the --config path")
-    try:
-        spec = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError:
-        raise ConfigError(f"comparison config {path} is not valid YAML: fix the syntax") from None
-    unknown = set(spec) - SPEC_KEYS
-    if unknown or "models" not in spec:
-        raise ConfigError(f"comparison config {path}: expected keys {', '.join(sorted(SPEC_KEYS))} with 'models' "
-                          f"required, got unknown {', '.join(sorted(unknown)) or 'none'}")
-    return spec
+    return read_spec(path, "comparison", SPEC_KEYS, {"models"})
 
 
 def compare(spec: dict[str, Any], progress: bool = True) -> dict[str, Any]:
@@ -84,27 +72,16 @@ def table(summary: dict[str, Any]) -> str:
 
 def write(summary: dict[str, Any], output: str | Path) -> dict[str, Path]:
     """``<output>.json``, ``<output>.md`` and a bar plot ``<output>.png`` with 95% CI error bars."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    files = {"json": output.with_suffix(".json"), "md": output.with_suffix(".md"), "png": output.with_suffix(".png")}
-    files["json"].write_text(json.dumps(summary, indent=2) + "\n")
-    files["md"].write_text(table(summary) + "\n")
     names = list(summary["models"])
     acc = [100 * summary["models"][n]["accuracy"] for n in names]
     err = [100 * summary["models"][n]["accuracy_ci95"] for n in names]
-    fig, ax = plt.subplots(figsize=(1.4 * len(names) + 1.5, 3.2), dpi=120)
-    ax.bar(names, acc, yerr=err, capsize=4, color=["#4c72b0", "#dd8452", "#55a868", "#c44e52"][: len(names)])
     p = summary["protocol"]
-    ax.set_ylim(max(0.0, min(acc) - 10), 100)
-    ax.set_ylabel("query accuracy (%)")
-    ax.set_title(f"{p['dataset']} {p['way']}-way {p['shot']}-shot, {p['query']} q/class, {p['episodes']} episodes",
-                 fontsize=9)
-    fig.tight_layout()
-    fig.savefig(files["png"])
-    plt.close(fig)
-    return files
+
+    def draw(ax) -> None:
+        ax.bar(names, acc, yerr=err, capsize=4, color=["#4c72b0", "#dd8452", "#55a868", "#c44e52"][: len(names)])
+        ax.set_ylim(max(0.0, min(acc) - 10), 100)
+        ax.set_ylabel("query accuracy (%)")
+        ax.set_title(f"{p['dataset']} {p['way']}-way {p['shot']}-shot, {p['query']} q/class, {p['episodes']} episodes",
+                     fontsize=9)
+
+    return write_report(summary, table(summary), output, draw, figsize=(1.4 * len(names) + 1.5, 3.2))

@@ -8,15 +8,13 @@ fixed episodes: the labeled-only variant sees those episodes with their unlabele
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from egnn.config import make_config
 from egnn.data import load_dataset
 from egnn.errors import ConfigError
+from egnn.reports import read_spec, write_report
 from egnn.trainer import Trainer, evaluate_config
 
 SPEC_KEYS = {"base", "ratios", "models", "modes", "evaluation", "output"}
@@ -24,17 +22,7 @@ MODES = {"transductive": True, "non-transductive": False}
 
 
 def load_sweep(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"sweep config {path} not found: check the --config path")
-    try:
-        spec = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError:
-        raise ConfigError(f"sweep config {path} is not valid YAML: fix the syntax") from None
-    unknown = set(spec) - SPEC_KEYS
-    if unknown or not spec.get("ratios") or not spec.get("models"):
-        raise ConfigError(f"sweep config {path}: expected keys {', '.join(sorted(SPEC_KEYS))} with 'ratios' and "
-                          f"'models' required, got unknown {', '.join(sorted(unknown)) or 'none'}")
+    spec = read_spec(path, "sweep", SPEC_KEYS, {"ratios", "models"})
     bad = set(spec.get("modes", MODES)) - set(MODES)
     if bad:
         raise ConfigError(f"sweep config {path}: unknown modes {', '.join(sorted(bad))}; use {', '.join(MODES)}")
@@ -79,31 +67,19 @@ def table(summary: dict[str, Any]) -> str:
 
 def write(summary: dict[str, Any], output: str | Path) -> dict[str, Path]:
     """``<output>.json``, ``<output>.md`` and ``<output>.png`` (accuracy against label ratio, 95% CI bands)."""
-    import matplotlib
+    def draw(ax) -> None:
+        for model, mode in dict.fromkeys((r["model"], r["mode"]) for r in summary["results"]):
+            rs = sorted((r for r in summary["results"] if r["model"] == model and r["mode"] == mode),
+                        key=lambda r: r["label_ratio"])
+            x = [100 * r["label_ratio"] for r in rs]
+            y = [100 * r["accuracy"] for r in rs]
+            ci = [100 * r["accuracy_ci95"] for r in rs]
+            line, = ax.plot(x, y, marker="o", label=f"{model} ({mode})")
+            ax.fill_between(x, [a - c for a, c in zip(y, ci)], [a + c for a, c in zip(y, ci)], alpha=0.2,
+                            color=line.get_color())
+        ax.set_xlabel("labeled supports (%)")
+        ax.set_ylabel("query accuracy (%)")
+        ax.set_title(f"{summary['dataset']} {summary['way']}-way {summary['shot']}-shot", fontsize=9)
+        ax.legend(fontsize=7)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    files = {"json": output.with_suffix(".json"), "md": output.with_suffix(".md"), "png": output.with_suffix(".png")}
-    files["json"].write_text(json.dumps(summary, indent=2) + "\n")
-    files["md"].write_text(table(summary) + "\n")
-    fig, ax = plt.subplots(figsize=(5, 3.4), dpi=120)
-    for model, mode in dict.fromkeys((r["model"], r["mode"]) for r in summary["results"]):
-        rs = sorted((r for r in summary["results"] if r["model"] == model and r["mode"] == mode),
-                    key=lambda r: r["label_ratio"])
-        x = [100 * r["label_ratio"] for r in rs]
-        y = [100 * r["accuracy"] for r in rs]
-        ci = [100 * r["accuracy_ci95"] for r in rs]
-        line, = ax.plot(x, y, marker="o", label=f"{model} ({mode})")
-        ax.fill_between(x, [a - c for a, c in zip(y, ci)], [a + c for a, c in zip(y, ci)], alpha=0.2,
-                        color=line.get_color())
-    ax.set_xlabel("labeled supports (%)")
-    ax.set_ylabel("query accuracy (%)")
-    ax.set_title(f"{summary['dataset']} {summary['way']}-way {summary['shot']}-shot", fontsize=9)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(files["png"])
-    plt.close(fig)
-    return files
+    return write_report(summary, table(summary), output, draw)

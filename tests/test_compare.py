@@ -39,4 +39,4 @@ def test_compare_trains_and_evaluates_all_models_on_identical_episodes(tmp_path)
 
 def test_compare_rejects_bad_specs(tmp_path):
     (tmp_path / "bad.yaml").write_text("modelz: {}\n")
-    assert_user_error(egnn("compare", "--config", tmp_path / "bad.yaml"), "unknown modelz")
+    assert_user_error(egnn("compare", "--config", tmp_path / "bad.yaml"), "unknown modelz", "missing models")

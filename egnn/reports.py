@@ -1,0 +1,50 @@
+"""Experiment specs in, reports out: shared by ``egnn compare`` and ``egnn label-ratio``."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from egnn.errors import ConfigError
+
+
+def read_spec(path: str | Path, kind: str, keys: set[str], required: set[str]) -> dict[str, Any]:
+    """A YAML mapping with only ``keys`` and at least ``required``; any problem is one :class:`ConfigError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{kind} config {path} not found: check the --config path")
+    try:
+        spec = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError:
+        raise ConfigError(f"{kind} config {path} is not valid YAML: fix the syntax") from None
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{kind} config {path} must be a mapping of keys to values")
+    unknown, missing = set(spec) - keys, {k for k in required if not spec.get(k)}
+    if unknown or missing:
+        raise ConfigError(f"{kind} config {path}: expected keys {', '.join(sorted(keys))} with "
+                          f"{', '.join(sorted(required))} required; unknown {', '.join(sorted(unknown)) or 'none'}, "
+                          f"missing {', '.join(sorted(missing)) or 'none'}")
+    return spec
+
+
+def write_report(summary: dict[str, Any], table: str, output: str | Path, draw: Callable[[Any], None],
+                 figsize: tuple[float, float] = (5, 3.4)) -> dict[str, Path]:
+    """Write ``<output>.json`` (the summary), ``<output>.md`` (the table) and ``<output>.png`` (``draw(ax)``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    files = {"json": output.with_suffix(".json"), "md": output.with_suffix(".md"), "png": output.with_suffix(".png")}
+    files["json"].write_text(json.dumps(summary, indent=2) + "\n")
+    files["md"].write_text(table + "\n")
+    fig, ax = plt.subplots(figsize=figsize, dpi=120)
+    draw(ax)
+    fig.tight_layout()
+    fig.savefig(files["png"])
+    plt.close(fig)
+    return files
