@@ -39,7 +39,7 @@ class Config:
     edge_features: int = 96
     dropout: float = 0.0
     # optimisation
-    iterations: int = 150
+    iterations: int = 100
     tasks_per_batch: int = 20
     lr: float = 1e-3
     weight_decay: float = 1e-6
