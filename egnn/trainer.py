@@ -241,6 +241,8 @@ def train(cfg: Config, resume: bool = False, progress: bool = True, test_queries
           provenance: dict[str, Any] | None = None) -> list[EvalResult]:
     """Meta-train ``cfg``, then test its best checkpoint. The notebook entry point behind ``egnn train``."""
     trainer = Trainer(cfg)
+    for q in test_queries or []:  # fail now, not after hours of training
+        EpisodeSampler(trainer.splits["test"], cfg.way, cfg.shot, q, label_ratio=cfg.label_ratio)
     trainer.fit(resume=resume, progress=progress)
     return trainer.test(test_queries, provenance)
 
