@@ -60,8 +60,10 @@ def _git_revision() -> Optional[str]:
 @user_errors
 def train(
     config: Optional[Path] = typer.Option(None, help="YAML config; flags override its keys."),
-    dataset: Optional[str] = typer.Option(None, help="glyphs (embedded, default) or omniglot."),
+    dataset: Optional[str] = typer.Option(None, help="glyphs (embedded, default), omniglot, mini-imagenet, "
+                                          "tiered-imagenet, cifar-fs, fc100 or folder."),
     data_root: Optional[str] = typer.Option(None, help="Dataset root; default $EGNN_DATA."),
+    image_size: Optional[int] = typer.Option(None, help="Resize images to this size (0: the dataset's own)."),
     way: Optional[int] = typer.Option(None, help="Classes per episode."),
     shot: Optional[int] = typer.Option(None, help="Labeled examples per class."),
     query: Optional[int] = typer.Option(None, help="Queries per class in training episodes."),
@@ -230,7 +232,10 @@ def datasets(data_root: Optional[str] = typer.Option(None, help="Dataset root; d
     from egnn.data import DATASETS, DESCRIPTIONS, data_root as resolve
 
     root = resolve(data_root)
-    where = {"glyphs": (None, "embedded"), "omniglot": (root / "omniglot-py", None)}
+    where = {"glyphs": (None, "embedded"), "omniglot": (root / "omniglot-py", None),
+             "mini-imagenet": (root / "mini-imagenet", None), "tiered-imagenet": (root / "tiered-imagenet", None),
+             "cifar-fs": (root / "cifar-100-python", None), "fc100": (root / "cifar-100-python", None),
+             "folder": (None, "your --data-root")}
     for name in DATASETS:
         path, status = where.get(name, (root, None))
         if status is None:

@@ -21,7 +21,7 @@ class Config:
     # data
     dataset: str = "glyphs"
     data_root: str | None = None
-    image_size: int = 28
+    image_size: int = 0  # 0: the dataset's native size
     # episodes
     way: int = 5
     shot: int = 1
@@ -56,7 +56,9 @@ class Config:
     out: str = "runs/egnn"
 
     def validate(self) -> "Config":
-        positive = ["way", "shot", "query", "eval_query", "layers", "iterations", "tasks_per_batch", "image_size",
+        if self.image_size < 0:
+            raise ConfigError(f"image-size must be at least 1 (or 0 for the dataset's own), got {self.image_size}")
+        positive = ["way", "shot", "query", "eval_query", "layers", "iterations", "tasks_per_batch",
                     "val_every", "val_episodes", "test_episodes", "eval_batch", "embedding", "node_features",
                     "edge_features", "lr_halve_every"]
         for name in positive:

@@ -38,8 +38,8 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build_method(cfg: Config, in_channels: int) -> FewShotMethod:
-    backbone = create_backbone(cfg.backbone, in_channels=in_channels, image_size=cfg.image_size,
+def build_method(cfg: Config, in_channels: int, image_size: int) -> FewShotMethod:
+    backbone = create_backbone(cfg.backbone, in_channels=in_channels, image_size=image_size,
                                out_features=cfg.embedding, dropout=cfg.dropout)
     return method_class(cfg.model).from_config(backbone, cfg)
 
@@ -123,7 +123,8 @@ class Trainer:
             q = cfg.query if name == "train" else cfg.eval_query
             EpisodeSampler(self.splits[name], cfg.way, cfg.shot, q, label_ratio=cfg.label_ratio)
         seed_everything(cfg.seed)  # fixes the initialisation
-        self.method = build_method(cfg, self.splits["train"].image_shape[0]).to(self.device)
+        self.image_shape = self.splits["train"].image_shape  # (C, H, W)
+        self.method = build_method(cfg, self.image_shape[0], self.image_shape[-1]).to(self.device)
         self.optimizer = torch.optim.Adam(self.method.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, cfg.lr_halve_every, gamma=0.5)
         self.sampler = EpisodeSampler(self.splits["train"], cfg.way, cfg.shot, cfg.query, seed=cfg.seed,
@@ -134,7 +135,7 @@ class Trainer:
 
     # -- checkpoints -------------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
-        return {"config": self.cfg.to_dict(), "in_channels": self.splits["train"].image_shape[0],
+        return {"config": self.cfg.to_dict(), "in_channels": self.image_shape[0], "image_size": self.image_shape[-1],
                 "model": self.method.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "iteration": self.iteration, "best_val": self.best_val,
                 "best_iteration": self.best_iteration, "train_seconds": self.train_seconds, "rng": rng_state()}
@@ -144,10 +145,14 @@ class Trainer:
         blob = load_checkpoint(path)
         saved = make_config(blob["config"])
         for key in ("dataset", "way", "shot", "model", "backbone", "layers", "embedding", "node_features",
-                    "edge_features", "image_size", "seed", "transductive", "query", "tasks_per_batch"):
+                    "edge_features", "seed", "transductive", "query", "tasks_per_batch"):
             if getattr(saved, key) != getattr(self.cfg, key):
                 raise UserError(f"cannot resume {path}: it was trained with {key}={getattr(saved, key)!r}, "
                                 f"now {getattr(self.cfg, key)!r}; use the same settings or another --out")
+        size = blob.get("image_size", saved.image_size)
+        if size != self.image_shape[-1]:
+            raise UserError(f"cannot resume {path}: it was trained on {size}x{size} images, now "
+                            f"{self.image_shape[-1]}x{self.image_shape[-1]}; pass --image-size {size}")
         load_model_state(self.method, blob["model"], path)
         self.optimizer.load_state_dict(blob["optimizer"])
         self.scheduler.load_state_dict(blob["scheduler"])
@@ -208,7 +213,8 @@ class Trainer:
                     if val > self.best_val:
                         self.best_val, self.best_iteration = val, self.iteration
                         save_checkpoint(self.out / "best.pt", config=cfg.to_dict(), model=self.method.state_dict(),
-                                        in_channels=self.splits["train"].image_shape[0], iteration=self.iteration,
+                                        in_channels=self.image_shape[0], image_size=self.image_shape[-1],
+                                        iteration=self.iteration,
                                         val_acc=val)
                     save_checkpoint(self.out / "last.pt", **self.state())
                     with open(self.out / "metrics.jsonl", "a") as f:
@@ -252,7 +258,7 @@ def load_trained(checkpoint: str | Path, device: str = "cpu") -> tuple[FewShotMe
     blob = load_checkpoint(checkpoint)
     try:
         cfg = make_config(blob["config"])
-        method = build_method(cfg, blob["in_channels"])
+        method = build_method(cfg, blob["in_channels"], blob.get("image_size", cfg.image_size or 28))
     except (KeyError, TypeError) as exc:
         raise UserError(f"checkpoint {checkpoint} lacks its config ({exc}): pass a checkpoint written by egnn train") from None
     load_model_state(method, blob["model"], checkpoint)

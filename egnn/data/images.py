@@ -1,0 +1,141 @@
+"""Few-shot splits from image files: a class-per-folder tree, split CSVs, or pickled arrays.
+
+Shared by ``--dataset folder`` (the user's own images), miniImageNet and tieredImageNet.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import pickle
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from egnn.data.base import FewShotSplit
+from egnn.data.paths import atomic_save, cache_dir
+from egnn.errors import DataError
+
+SPLITS = ("train", "val", "test")
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+def decode(path: str, size: int, channels: int) -> np.ndarray:
+    """One image file as ``(channels, size, size)`` uint8; a broken file is a :class:`DataError` naming it."""
+    try:
+        with Image.open(path) as img:
+            img = img.convert("L" if channels == 1 else "RGB").resize((size, size), Image.BILINEAR)
+            arr = np.asarray(img, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"cannot read image {path} ({type(exc).__name__}): remove or replace the file") from None
+    return arr[None] if channels == 1 else arr.transpose(2, 0, 1)
+
+
+def split_from_files(files: dict[str, list[Path]], size: int, channels: int, name: str) -> FewShotSplit:
+    """Decode ``class name -> image paths`` (with two processes) into one in-memory split."""
+    classes = sorted(files)
+    paths = [str(p) for c in classes for p in files[c]]
+    if not paths:
+        raise DataError(f"{name}: no images found")
+    with ProcessPoolExecutor(max_workers=2) as pool:
+        arrays = list(pool.map(decode, paths, [size] * len(paths), [channels] * len(paths), chunksize=256))
+    labels = torch.arange(len(classes)).repeat_interleave(torch.tensor([len(files[c]) for c in classes]))
+    return FewShotSplit(torch.from_numpy(np.stack(arrays)), labels, classes, name=name)
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _read_csv(path: Path) -> list[tuple[str, str]]:
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows or [c.strip().lower() for c in rows[0][:2]] != ["filename", "label"]:
+        raise DataError(f"split file {path} must start with the header 'filename,label'")
+    return [(r[0], r[1]) for r in rows[1:] if r]
+
+
+def folder_files(root: Path, csvs: dict[str, Path] | None = None) -> dict[str, dict[str, list[Path]]]:
+    """``split -> class -> files`` for one of two layouts:
+
+    * ``root/{train,val,test}/<class>/<image>``, or
+    * ``root/<class>/<image>`` (or ``root/images/<image>``) with ``{train,val,test}.csv`` split files of
+      ``filename,label`` rows, as Ravi & Larochelle's miniImageNet splits.
+    """
+    if all((root / s).is_dir() for s in SPLITS):
+        return {s: {c.name: _images_in(c) for c in sorted((root / s).iterdir()) if c.is_dir()} for s in SPLITS}
+    csvs = csvs or {s: root / f"{s}.csv" for s in SPLITS}
+    missing = [str(p) for p in csvs.values() if not Path(p).is_file()]
+    if missing:
+        raise DataError(f"{root}: expected train/ val/ test/ class folders, or split files {', '.join(missing)}")
+    out: dict[str, dict[str, list[Path]]] = {}
+    for split, path in csvs.items():
+        classes: dict[str, list[Path]] = {}
+        for filename, label in _read_csv(Path(path)):
+            candidates = [root / label / filename, root / "images" / filename, root / filename]
+            found = next((p for p in candidates if p.is_file()), None)
+            if found is None:
+                raise DataError(f"{path}: image {filename} of class {label} not found under {root} "
+                                f"(looked in {label}/, images/ and the root)")
+            classes.setdefault(label, []).append(found)
+        out[split] = classes
+    return out
+
+
+def cached(key: str, build) -> dict[str, FewShotSplit]:
+    """Build splits once per key (e.g. a root and an image size) and keep them as one tensor file."""
+    path = cache_dir() / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.pt"
+    try:
+        blob = torch.load(path, weights_only=True)
+        return {s: FewShotSplit(b["images"], b["labels"], b["names"], name=b["name"]) for s, b in blob.items()}
+    except Exception:
+        splits = build()
+        atomic_save({s: {"images": v.images, "labels": v.labels, "names": v.class_names, "name": v.name}
+                     for s, v in splits.items()}, path)
+        return splits
+
+
+def load_folder(root=None, image_size: int = 84, channels: int = 3, name: str = "folder",
+                csvs: dict[str, Path] | None = None) -> dict[str, FewShotSplit]:
+    if root is None or not Path(root).is_dir():
+        raise DataError(f"{name}: image folder {root} not found: pass --data-root PATH (one sub-folder per class, "
+                        f"split into train/ val/ test/ or listed in train.csv, val.csv, test.csv)")
+    root = Path(root)
+
+    def build():
+        files = folder_files(root, csvs)
+        return {s: split_from_files(files[s], image_size, channels, f"{name}/{s}") for s in SPLITS}
+
+    stamp = max((p.stat().st_mtime_ns for p in root.iterdir()), default=0)  # a changed folder is re-read
+    return cached(f"folder:{root.resolve()}:{stamp}:{image_size}:{channels}:{sorted((csvs or {}).items())}", build)
+
+
+def split_from_arrays(per_class: dict, size: int, name: str, source: Path) -> FewShotSplit:
+    """``class -> list of HxWx3 uint8 arrays`` (the EGNN reference's compacted pickles) as a split."""
+    classes, images = sorted(per_class, key=str), []
+    for c in classes:
+        for i, arr in enumerate(per_class[c]):
+            arr = np.asarray(arr)
+            if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
+                raise DataError(f"{source}: image {i} of class {c} has shape {arr.shape} {arr.dtype}, "
+                                f"expected (H, W, 3) uint8: regenerate the pickle")
+            if arr.shape[:2] != (size, size):
+                arr = np.asarray(Image.fromarray(arr).resize((size, size), Image.BILINEAR))
+            images.append(arr.transpose(2, 0, 1))
+    labels = torch.arange(len(classes)).repeat_interleave(torch.tensor([len(per_class[c]) for c in classes]))
+    return FewShotSplit(torch.from_numpy(np.stack(images)), labels, [str(c) for c in classes], name=name)
+
+
+def read_pickle(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            data = pickle.load(f, encoding="latin1")
+    except FileNotFoundError:
+        raise DataError(f"{path} not found: put the compacted pickles there or pass --data-root") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, AttributeError, ImportError) as exc:
+        raise DataError(f"{path} is not a readable pickle ({type(exc).__name__}): re-download it") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected a dict of class -> images, got {type(data).__name__}")
+    return data
