@@ -97,3 +97,13 @@ def test_training_learns_on_glyphs(tmp_path):
     trainer = fit(cfg)
     acc = trainer.test()[0].accuracy
     assert acc > 0.6  # chance is 1/3
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    trainer = Trainer(tiny_config(tmp_path, iterations=4, val_every=1), SPLITS)
+    real_loss = trainer.method.loss
+    monkeypatch.setattr(trainer.method, "loss",
+                        lambda out: real_loss(out) * float("nan") if trainer.iteration == 2 else real_loss(out))
+    with pytest.raises(UserError, match="loss became nan at iteration 3; the last good checkpoint"):
+        trainer.fit(progress=False)
+    assert load_checkpoint(tmp_path / "last.pt")["iteration"] == 2
