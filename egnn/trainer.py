@@ -204,26 +204,29 @@ class Trainer:
                 accs.append(acc)
                 last = self.iteration == cfg.iterations
                 if self.iteration % cfg.val_every == 0 or last:
-                    val = self.validate()
-                    record = {"iteration": self.iteration, "loss": float(np.mean(losses)),
-                              "train_acc": float(np.mean(accs)), "val_acc": val,
-                              "lr": self.optimizer.param_groups[0]["lr"],
-                              "seconds": round(time.perf_counter() - tick, 2)}
-                    self.train_seconds += record["seconds"]
-                    if val > self.best_val:
-                        self.best_val, self.best_iteration = val, self.iteration
-                        save_checkpoint(self.out / "best.pt", config=cfg.to_dict(), model=self.method.state_dict(),
-                                        in_channels=self.image_shape[0], image_size=self.image_shape[-1],
-                                        iteration=self.iteration,
-                                        val_acc=val)
-                    save_checkpoint(self.out / "last.pt", **self.state())
-                    with open(self.out / "metrics.jsonl", "a") as f:
-                        f.write(json.dumps(record) + "\n")
+                    record = self.end_period(losses, accs, time.perf_counter() - tick)
                     if lines:
                         print(json.dumps(record), file=sys.stderr, flush=True)
                     losses, accs, tick = [], [], time.perf_counter()
                 if task is not None:
                     bar.update(task, completed=self.iteration, loss=loss, acc=acc, val=self.best_val)
+
+    def end_period(self, losses: list[float], accs: list[float], seconds: float) -> dict[str, Any]:
+        """Validate, keep the best model, log, then checkpoint: the log line is written before ``last.pt``,
+        so a run killed in between resumes with a log that matches its checkpoint."""
+        val = self.validate()
+        record = {"iteration": self.iteration, "loss": float(np.mean(losses)), "train_acc": float(np.mean(accs)),
+                  "val_acc": val, "lr": self.optimizer.param_groups[0]["lr"], "seconds": round(seconds, 2)}
+        self.train_seconds += record["seconds"]
+        if val > self.best_val:
+            self.best_val, self.best_iteration = val, self.iteration
+            save_checkpoint(self.out / "best.pt", config=self.cfg.to_dict(), model=self.method.state_dict(),
+                            in_channels=self.image_shape[0], image_size=self.image_shape[-1],
+                            iteration=self.iteration, val_acc=val)
+        with open(self.out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        save_checkpoint(self.out / "last.pt", **self.state())
+        return record
 
     def load_best(self) -> None:
         """Put the weights of ``best.pt`` (best validation accuracy) into ``self.method``."""
