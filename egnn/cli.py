@@ -68,6 +68,7 @@ def train(
     shot: Optional[int] = typer.Option(None, help="Labeled examples per class."),
     query: Optional[int] = typer.Option(None, help="Queries per class in training episodes."),
     eval_query: Optional[int] = typer.Option(None, help="Queries per class in validation/test episodes."),
+    test_way: Optional[int] = typer.Option(None, help="Classes per validation/test episode (default: --way)."),
     label_ratio: Optional[float] = typer.Option(None, help="Fraction of each class's supports that is labeled."),
     unlabeled: Optional[str] = typer.Option(None, help="keep the unlabeled supports as graph nodes, or drop them."),
     transductive: Optional[bool] = typer.Option(None, "--transductive/--no-transductive",
@@ -129,7 +130,7 @@ def evaluate(
     if split not in ("train", "val", "test"):
         raise UserError(f"--split must be train, val or test, got '{split}'")
     method, cfg = load_trained(checkpoint, device)
-    proto = make_config(cfg.to_dict(), dataset=dataset, data_root=data_root, way=way, shot=shot, eval_query=query,
+    proto = make_config(cfg.to_dict(), dataset=dataset, data_root=data_root, test_way=way, shot=shot, eval_query=query,
                         label_ratio=label_ratio, unlabeled=unlabeled, transductive=transductive, eval_seed=seed,
                         test_episodes=episodes, eval_batch=batch)
     splits = load_dataset(proto.dataset, proto.data_root, proto.image_size)
@@ -171,10 +172,10 @@ def visualize(
         raise UserError(f"{checkpoint} holds a '{cfg.model}' model, which has no edge labels: pass an EGNN checkpoint")
     if split not in ("train", "val", "test") or episode < 0:
         raise UserError("--split must be train, val or test and --episode at least 0")
-    p = make_config(cfg.to_dict(), dataset=dataset, data_root=data_root, way=way, shot=shot, eval_query=query,
+    p = make_config(cfg.to_dict(), dataset=dataset, data_root=data_root, test_way=way, shot=shot, eval_query=query,
                     label_ratio=label_ratio, transductive=transductive, eval_seed=seed)
     splits = load_dataset(p.dataset, p.data_root, p.image_size)
-    ep = EpisodeSampler(splits[split], p.way, p.shot, p.eval_query, seed=p.eval_seed,
+    ep = EpisodeSampler(splits[split], p.test_way or p.way, p.shot, p.eval_query, seed=p.eval_seed,
                         label_ratio=p.label_ratio).episode(episode)
     graphs = episode_graphs(method, ep, transductive=p.transductive)
     files = render(graphs, out)

@@ -27,6 +27,7 @@ class Config:
     shot: int = 1
     query: int = 1  # queries per class in training episodes
     eval_query: int = 1  # queries per class in validation and test episodes
+    test_way: int = 0  # classes per validation and test episode; 0: the training way
     label_ratio: float = 1.0
     unlabeled: str = "keep"  # unlabeled supports: "keep" them as graph nodes (semi-supervised) or "drop" them
     transductive: bool = True
@@ -64,8 +65,8 @@ class Config:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if self.way < 2:
-            raise ConfigError(f"way must be at least 2, got {self.way}")
+        if self.way < 2 or self.test_way == 1 or self.test_way < 0:
+            raise ConfigError(f"way and test-way must be at least 2, got {self.way} and {self.test_way}")
         if not 0 < self.label_ratio <= 1:
             raise ConfigError(f"label-ratio must be in (0, 1], got {self.label_ratio}")
         if self.unlabeled not in ("keep", "drop"):

@@ -100,8 +100,8 @@ def evaluate(method: FewShotMethod, split: FewShotSplit, *, way: int, shot: int,
 def evaluate_config(method: FewShotMethod, split: FewShotSplit, cfg: Config, episodes: int,
                     query: int | None = None, device: str | torch.device | None = None) -> EvalResult:
     """:func:`evaluate` with the protocol of ``cfg`` (way, shot, eval queries, mode, label ratio, eval seed)."""
-    return evaluate(method, split, way=cfg.way, shot=cfg.shot, query=query or cfg.eval_query, episodes=episodes,
-                    transductive=cfg.transductive, seed=cfg.eval_seed, label_ratio=cfg.label_ratio,
+    return evaluate(method, split, way=cfg.test_way or cfg.way, shot=cfg.shot, query=query or cfg.eval_query,
+                    episodes=episodes, transductive=cfg.transductive, seed=cfg.eval_seed, label_ratio=cfg.label_ratio,
                     batch_size=cfg.eval_batch, device=device or cfg.device, dataset=cfg.dataset,
                     drop_unlabeled=cfg.unlabeled == "drop")
 
@@ -120,8 +120,8 @@ class Trainer:
         self.device = resolve_device(cfg.device)
         self.splits = splits or load_dataset(cfg.dataset, cfg.data_root, cfg.image_size)
         for name in ("train", "val", "test"):  # fail before any work if an episode cannot be built
-            q = cfg.query if name == "train" else cfg.eval_query
-            EpisodeSampler(self.splits[name], cfg.way, cfg.shot, q, label_ratio=cfg.label_ratio)
+            q, way = (cfg.query, cfg.way) if name == "train" else (cfg.eval_query, cfg.test_way or cfg.way)
+            EpisodeSampler(self.splits[name], way, cfg.shot, q, label_ratio=cfg.label_ratio)
         seed_everything(cfg.seed)  # fixes the initialisation
         self.image_shape = self.splits["train"].image_shape  # (C, H, W)
         self.method = build_method(cfg, self.image_shape[0], self.image_shape[-1]).to(self.device)
@@ -251,7 +251,7 @@ def train(cfg: Config, resume: bool = False, progress: bool = True, test_queries
     """Meta-train ``cfg``, then test its best checkpoint. The notebook entry point behind ``egnn train``."""
     trainer = Trainer(cfg)
     for q in test_queries or []:  # fail now, not after hours of training
-        EpisodeSampler(trainer.splits["test"], cfg.way, cfg.shot, q, label_ratio=cfg.label_ratio)
+        EpisodeSampler(trainer.splits["test"], cfg.test_way or cfg.way, cfg.shot, q, label_ratio=cfg.label_ratio)
     trainer.fit(resume=resume, progress=progress)
     return trainer.test(test_queries, provenance)
 

@@ -107,3 +107,13 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
     with pytest.raises(UserError, match="loss became nan at iteration 3; the last good checkpoint"):
         trainer.fit(progress=False)
     assert load_checkpoint(tmp_path / "last.pt")["iteration"] == 2
+
+
+def test_cross_way_evaluation(tmp_path):
+    trainer = fit(tiny_config(tmp_path, test_way=5))  # train 3-way, validate and test 5-way
+    result = trainer.test()[0]
+    assert result.protocol["way"] == 5 and trainer.cfg.way == 3
+    gnn = Trainer(tiny_config(tmp_path / "gnn", model="gnn", node_features=8, iterations=1, val_every=1), SPLITS)
+    gnn.fit(progress=False)
+    with pytest.raises(UserError, match="trained 3-way"):
+        evaluate(gnn.method, SPLITS["test"], way=5, shot=1, query=1, episodes=2, transductive=True)
