@@ -138,7 +138,8 @@ def evaluate(
     typer.echo(str(result))
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(json.dumps({"checkpoint": str(checkpoint), **result.to_dict()}, indent=2) + "\n")
+        output.write_text(json.dumps({"command": shlex.join(["egnn", *sys.argv[1:]]), "git_revision": _git_revision(),
+                                      "checkpoint": str(checkpoint), **result.to_dict()}, indent=2) + "\n")
 
 
 @app.command()
