@@ -15,7 +15,7 @@ PUBLISHED_GNN = {(5, 1): 99.2, (5, 5): 99.7, (20, 1): 97.4, (20, 5): 99.0}  # Ga
 
 def main(paths: list[str]) -> None:
     runs = []
-    for path in sorted(paths or glob("runs/omniglot_*")):
+    for path in sorted(paths or (p for p in glob("runs/omniglot_*") if Path(p).is_dir())):
         file = Path(path) / "results.json"
         if not file.exists():
             print(f"skip {path}: no results.json yet", file=sys.stderr)
