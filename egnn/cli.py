@@ -64,6 +64,10 @@ def train(
                                           "tiered-imagenet, cifar-fs, fc100 or folder."),
     data_root: Optional[str] = typer.Option(None, help="Dataset root; default $EGNN_DATA."),
     image_size: Optional[int] = typer.Option(None, help="Resize images to this size (0: the dataset's own)."),
+    normalize: Optional[bool] = typer.Option(None, "--normalize/--no-normalize",
+                                             help="Standardise inputs with the training split's channel mean/std."),
+    augment: Optional[str] = typer.Option(None, help="Training augmentation: auto (crop-flip for natural images, "
+                                          "none for glyphs and Omniglot), none, crop, crop-flip."),
     way: Optional[int] = typer.Option(None, help="Classes per episode."),
     shot: Optional[int] = typer.Option(None, help="Labeled examples per class."),
     query: Optional[int] = typer.Option(None, help="Queries per class in training episodes."),

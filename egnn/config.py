@@ -22,6 +22,8 @@ class Config:
     dataset: str = "glyphs"
     data_root: str | None = None
     image_size: int = 0  # 0: the dataset's native size
+    normalize: bool = True  # standardise inputs with the training split's per-channel mean and std
+    augment: str = "auto"  # training-time augmentation: auto (crop-flip for natural images), none, crop, crop-flip
     # episodes
     way: int = 5
     shot: int = 1
@@ -69,6 +71,8 @@ class Config:
             raise ConfigError(f"way and test-way must be at least 2, got {self.way} and {self.test_way}")
         if not 0 < self.label_ratio <= 1:
             raise ConfigError(f"label-ratio must be in (0, 1], got {self.label_ratio}")
+        if self.augment not in ("auto", "none", "crop", "crop-flip"):
+            raise ConfigError(f"augment must be auto, none, crop or crop-flip, got '{self.augment}'")
         if self.unlabeled not in ("keep", "drop"):
             raise ConfigError(f"unlabeled must be keep or drop, got '{self.unlabeled}'")
         if self.lr <= 0 or self.weight_decay < 0 or not 0 <= self.dropout < 1:

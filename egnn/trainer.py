@@ -19,6 +19,7 @@ from egnn.backbones import create_backbone
 from egnn.checkpoint import load_checkpoint, load_model_state, rng_state, save_checkpoint, set_rng_state
 from egnn.config import Config, make_config
 from egnn.data import FewShotSplit, load_dataset
+from egnn.data.transforms import augment, resolve_augment
 from egnn.episodes import EpisodeSampler
 from egnn.errors import ConfigError, UserError
 from egnn.graph import collate
@@ -125,6 +126,9 @@ class Trainer:
         seed_everything(cfg.seed)  # fixes the initialisation
         self.image_shape = self.splits["train"].image_shape  # (C, H, W)
         self.method = build_method(cfg, self.image_shape[0], self.image_shape[-1]).to(self.device)
+        if cfg.normalize:
+            self.method.set_normalization(*self.splits["train"].channel_stats())
+        self.augment = resolve_augment(cfg.augment, cfg.dataset)
         self.optimizer = torch.optim.Adam(self.method.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, cfg.lr_halve_every, gamma=0.5)
         self.sampler = EpisodeSampler(self.splits["train"], cfg.way, cfg.shot, cfg.query, seed=cfg.seed,
@@ -168,6 +172,9 @@ class Trainer:
     def step(self) -> tuple[float, float]:
         cfg = self.cfg
         batch = collate(self.sampler.batch(self.iteration * cfg.tasks_per_batch, cfg.tasks_per_batch))
+        if self.augment != "none":  # a pure function of (seed, iteration), like the episodes: resumes bitwise
+            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 7_777_777_777 + self.iteration)
+            batch.x = augment(batch.x, self.augment, gen)
         out = self.method(batch.to(self.device), transductive=cfg.transductive)
         loss = self.method.loss(out)
         if not torch.isfinite(loss):

@@ -38,6 +38,14 @@ class FewShotSplit:
         self.class_counts = counts  # (num_classes,)
         self.class_offsets = torch.cumsum(counts, 0) - counts  # first image of each class
 
+    def channel_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-channel mean and std of the split's images in ``[0, 1]`` units (computed once)."""
+        if not hasattr(self, "_stats"):
+            from egnn.data.transforms import channel_stats
+
+            self._stats = channel_stats(self.images)
+        return self._stats
+
     @property
     def num_classes(self) -> int:
         return len(self.class_names)

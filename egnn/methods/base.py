@@ -38,13 +38,38 @@ class FewShotMethod(nn.Module):
     def __init__(self, backbone: nn.Module) -> None:
         super().__init__()
         self.backbone = backbone
+        # per-channel input normalisation; buffers, so every checkpoint carries the statistics it was trained with
+        self.register_buffer("input_mean", torch.zeros(0))
+        self.register_buffer("input_std", torch.zeros(0))
+
+    def set_normalization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Normalise inputs with per-channel ``mean`` and ``std`` (``[0, 1]`` units), e.g. the training split's."""
+        self.input_mean = mean.detach().clone().float().to(self.backbone_device)
+        self.input_std = std.detach().clone().float().to(self.backbone_device)
+
+    @property
+    def backbone_device(self) -> torch.device:
+        return next(self.backbone.parameters()).device
+
+    def _load_from_state_dict(self, state, prefix, *args, **kwargs):  # buffers take the saved statistics' shape
+        for name in ("input_mean", "input_std"):
+            if prefix + name in state:
+                setattr(self, name, torch.empty_like(state[prefix + name]))
+        super()._load_from_state_dict(state, prefix, *args, **kwargs)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 images → floats in ``[0, 1]``, then standardised per channel when statistics are set."""
+        x = x.float().div_(255) if x.dtype == torch.uint8 else x
+        if self.input_mean.numel():
+            x = (x - self.input_mean[:, None, None]) / self.input_std[:, None, None]
+        return x
 
     def embed(self, batch: Batch) -> tuple[torch.Tensor, DenseEpisodes]:
         """Embed every image once: ``(B, N, D)`` features and the dense view of the episodes."""
         x = batch.x
         if x.dim() != 4:
             raise ValueError(f"Expected images of shape (nodes, C, H, W), got {tuple(x.shape)}")
-        feats = self.backbone(x.float().div_(255) if x.dtype == torch.uint8 else x)  # (T, D)
+        feats = self.backbone(self.normalize(x))  # (T, D)
         v, _ = to_dense_batch(feats, batch.batch)  # (B, N, D)
         return v, DenseEpisodes.from_batch(batch)
 

@@ -1,0 +1,66 @@
+"""Batched image transforms on uint8 tensors: per-dataset normalisation statistics and training-time
+augmentation. Everything runs on whole ``(T, C, H, W)`` batches, never image by image, so sampling keeps
+far ahead of the model (see ``scripts/bench_speed.py``).
+"""
+from __future__ import annotations
+
+import torch
+
+# natural images get the reference code's random crop with padding and a horizontal flip; characters do not
+# (a flipped or shifted glyph is still fine, but Omniglot's classes already include rotations and the
+# published Omniglot numbers use no augmentation)
+NATURAL = {"mini-imagenet", "tiered-imagenet", "cifar-fs", "fc100", "folder"}
+AUGMENTATIONS = ("auto", "none", "crop", "crop-flip")
+
+
+def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and standard deviation of uint8 ``images (N, C, H, W)``, in ``[0, 1]`` units."""
+    c = images.shape[1]
+    total, sq, n = torch.zeros(c, dtype=torch.float64), torch.zeros(c, dtype=torch.float64), 0
+    for start in range(0, images.shape[0], chunk):  # chunks: a float copy of all of miniImageNet is 3 GB
+        x = images[start:start + chunk].to(torch.float64).div_(255).transpose(0, 1).reshape(c, -1)
+        total += x.sum(1)
+        sq += x.square().sum(1)
+        n += x.shape[1]
+    if n == 0:
+        return torch.zeros(c), torch.ones(c)
+    mean = total / n
+    std = (sq / n - mean.square()).clamp_min(1e-12).sqrt()
+    return mean.float(), std.float().clamp_min(1e-3)  # a constant channel must not divide by zero
+
+
+def resolve_augment(kind: str, dataset: str) -> str:
+    """``auto`` → ``crop-flip`` for natural-image datasets, ``none`` for glyphs and Omniglot."""
+    if kind == "auto":
+        return "crop-flip" if dataset in NATURAL else "none"
+    return kind
+
+
+def crop_padding(image_size: int) -> int:
+    """Padding of the random crop: 8 px at miniImageNet's 84 px (as the reference code), 4 px below 64 px."""
+    return 8 if image_size >= 64 else 4
+
+
+def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
+    """Zero-pad by ``padding`` and crop back to ``H x W`` at an independent random offset per image."""
+    t, c, h, w = images.shape
+    padded = torch.nn.functional.pad(images, (padding,) * 4)  # (T, C, H + 2p, W + 2p)
+    dy, dx = torch.randint(0, 2 * padding + 1, (2, t, 1), generator=generator)  # (T, 1) each
+    rows = (dy + torch.arange(h)).to(images.device)  # (T, H)
+    cols = (dx + torch.arange(w)).to(images.device)  # (T, W)
+    idx = torch.arange(t, device=images.device)[:, None, None]
+    return padded.permute(0, 2, 3, 1)[idx, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2).contiguous()
+
+
+def random_flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Mirror a random half of the images left-right."""
+    flip = (torch.rand(images.shape[0], generator=generator) < 0.5).to(images.device)
+    return torch.where(flip[:, None, None, None], images.flip(-1), images)
+
+
+def augment(images: torch.Tensor, kind: str, generator: torch.Generator) -> torch.Tensor:
+    """Apply augmentation ``kind`` (``none``, ``crop`` or ``crop-flip``) to a uint8 batch."""
+    if kind == "none":
+        return images
+    out = random_crop(images, crop_padding(images.shape[-1]), generator)
+    return random_flip(out, generator) if kind == "crop-flip" else out
