@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from egnn.nn.utils import masked_apply, mlp, off_diagonal, row_normalize
+from egnn.nn.utils import masked_apply, mlp, off_diagonal, row_normalize, weighted_apply
 
 
 class EdgeUpdate(nn.Module):
@@ -22,6 +22,12 @@ class EdgeUpdate(nn.Module):
     node's total mass per channel, so a layer redistributes belief rather than inventing it.
     :math:`f_e` is Linear-BN-LeakyReLU with widths ``2F, 2F, F, F`` (``F = hidden_features``), then a linear map to 1.
 
+    :math:`f_e` sees :math:`|v_i - v_j| = |v_j - v_i|`, so it runs once per unordered pair and the result is
+    mirrored; the self-pairs, whose input is the zero vector, share one row. In training, BatchNorm weights
+    these rows by their multiplicity (2 per pair, one per node for the zero row), which reproduces the
+    statistics of all :math:`N^2` ordered pairs: the same math for about half the cost
+    (``symmetric=False`` runs every ordered pair, the reference computation).
+
     Shapes:
         node features ``(B, N, F_in)``, edges ``(B, N, N, 2)``, node mask ``(B, N)`` -> edges ``(B, N, N, 2)``.
     """
@@ -31,6 +37,7 @@ class EdgeUpdate(nn.Module):
         h = hidden_features
         self.similarity = nn.Sequential(mlp([in_features, 2 * h, 2 * h, h, h], dropout), nn.Linear(h, 1))
         self.eps = eps
+        self.symmetric = True
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -40,8 +47,8 @@ class EdgeUpdate(nn.Module):
 
     def forward(self, v: torch.Tensor, e: torch.Tensor, node_mask: torch.Tensor) -> torch.Tensor:
         pair_mask = node_mask[:, :, None] & node_mask[:, None, :]  # (B, N, N) real pairs, self-loops included
-        diff = (v[:, :, None, :] - v[:, None, :, :]).abs()  # (B, N, N, F)
-        sim = torch.sigmoid(masked_apply(self.similarity, diff, pair_mask))  # (B, N, N, 1)
+        sim = self.pair_similarity(v, node_mask) if self.symmetric else torch.sigmoid(
+            masked_apply(self.similarity, (v[:, :, None] - v[:, None, :]).abs(), pair_mask))  # (B, N, N, 1)
         prior = e * off_diagonal(node_mask)[..., None]  # (B, N, N, 2)
         mass = prior.sum(2, keepdim=True)  # (B, N, 1, 2) each row's total per channel
         e = row_normalize(torch.cat([sim, 1 - sim], -1) * prior) * mass
@@ -49,3 +56,22 @@ class EdgeUpdate(nn.Module):
         e = e + torch.stack([eye, torch.zeros_like(eye)], -1)  # self-loops: [1, 0]
         e = (e + self.eps) / (e + self.eps).sum(-1, keepdim=True)
         return e * pair_mask[..., None]  # padding stays zero
+
+    def pair_similarity(self, v: torch.Tensor, node_mask: torch.Tensor) -> torch.Tensor:
+        """:math:`\sigma(f_e(|v_i - v_j|))` for all ordered pairs ``(B, N, N, 1)``, computed once per unordered pair."""
+        b, n, _ = v.shape
+        iu, ju = torch.triu_indices(n, n, 1, device=v.device)  # (P,) each, i < j
+        valid = node_mask[:, iu] & node_mask[:, ju]  # (B, P)
+        rows = (v[:, iu] - v[:, ju]).abs()  # (B, P, F)
+        rows = rows.flatten(0, 1) if bool(valid.all()) else rows[valid]  # (R, F) real pairs only
+        weight = None
+        if self.training:  # the zero input of the self-pairs, once, standing for every real node
+            rows = torch.cat([rows, rows.new_zeros(1, rows.shape[1])])
+            weight = torch.cat([rows.new_full((rows.shape[0] - 1,), 2.0), node_mask.sum().to(rows.dtype)[None]])
+        out = torch.sigmoid(weighted_apply(self.similarity, rows, weight))  # (R [+1], 1)
+        upper = v.new_zeros(b, iu.numel(), 1)
+        upper[valid] = out[:valid.sum()]
+        sim = v.new_zeros(b, n, n, 1)
+        sim[:, iu, ju] = upper
+        sim[:, ju, iu] = upper
+        return sim  # self-pairs stay 0: the caller masks them out of the prior

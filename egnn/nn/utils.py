@@ -38,3 +38,73 @@ def off_diagonal(node_mask: torch.Tensor) -> torch.Tensor:
 def row_normalize(e: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     """L1-normalise ``(B, N, N, C)`` over the neighbour axis, per channel."""
     return e / e.sum(2, keepdim=True).clamp_min(eps)
+
+
+class _WeightedBNLeaky(torch.autograd.Function):
+    """Fused training-mode BatchNorm (weighted rows) + LeakyReLU with a hand-written backward.
+
+    With normalised row weights :math:`w_r` (:math:`\sum_r w_r = 1`), :math:`\hat x = (x - \mu) / \sigma`,
+    :math:`\mu = \sum_r w_r x_r`, :math:`\sigma^2 = \sum_r w_r (x_r - \mu)^2`, and :math:`z = \gamma \hat x + \beta`:
+    :math:`\partial x_r = \frac{\gamma}{\sigma}\big(\partial z_r - w_r (\sum_s \partial z_s
+    + \hat x_r \sum_s \partial z_s \hat x_s)\big)`, which for equal weights is the usual BatchNorm gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, x, w, gamma, beta, eps, slope):
+        mean = w @ x  # (C,)
+        xhat = x - mean
+        var = w @ xhat.square()
+        rstd = torch.rsqrt(var + eps)
+        xhat.mul_(rstd)
+        out = torch.nn.functional.leaky_relu_(torch.addcmul(beta, xhat, gamma), slope)
+        ctx.save_for_backward(xhat, out, w, gamma, rstd)
+        ctx.slope = slope
+        return out, mean, var
+
+    @staticmethod
+    def backward(ctx, dout, _dmean, _dvar):
+        xhat, out, w, gamma, rstd = ctx.saved_tensors
+        dz = torch.ops.aten.leaky_relu_backward(dout, out, ctx.slope, True)  # native kernel; out > 0 iff z > 0
+        dbeta = dz.sum(0)
+        dgamma = (dz * xhat).sum(0)
+        dx = torch.addcmul(dbeta, xhat, dgamma).mul_(w[:, None])
+        dx = (dz - dx).mul_(rstd * gamma)
+        return dx, None, dgamma, dbeta, None, None
+
+
+def weighted_bn_leaky(bn: nn.BatchNorm1d, x: torch.Tensor, weight: torch.Tensor, slope: float) -> torch.Tensor:
+    """Training-mode ``bn`` then LeakyReLU over ``x (R, C)``, as if row ``r`` appeared ``weight[r]`` times.
+
+    Lets a layer evaluate each distinct input once (e.g. one of the two mirror pairs ``|v_i - v_j|``,
+    ``|v_j - v_i|``) and still normalise with the statistics of the full batch: mean, variance, running
+    statistics and gradients equal those of the expanded rows up to float rounding.
+    """
+    total = weight.sum()
+    out, mean, var = _WeightedBNLeaky.apply(x, weight / total, bn.weight, bn.bias, bn.eps, slope)
+    if bn.track_running_stats and bn.running_mean is not None:
+        with torch.no_grad():
+            bn.num_batches_tracked += 1
+            m = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
+            bn.running_mean.lerp_(mean, m)
+            bn.running_var.lerp_(var * total / (total - 1).clamp_min(1), m)  # unbiased, as BatchNorm
+    return out
+
+
+def weighted_apply(seq: nn.Sequential, x: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    """Run an :func:`mlp` on rows ``x (R, F)``; with ``weight (R,)``, its training-mode BatchNorms use weighted
+    statistics (fused with the LeakyReLU that follows each of them)."""
+    modules = list(seq.modules())[1:] if isinstance(seq, nn.Sequential) else [seq]
+    modules = [m for m in modules if not isinstance(m, nn.Sequential)]
+    i = 0
+    while i < len(modules):
+        module = modules[i]
+        if (weight is not None and isinstance(module, nn.BatchNorm1d) and module.training and module.affine
+                and i + 1 < len(modules) and isinstance(modules[i + 1], nn.LeakyReLU)):
+            x = weighted_bn_leaky(module, x, weight, modules[i + 1].negative_slope)
+            i += 2
+            continue
+        if weight is not None and isinstance(module, nn.BatchNorm1d) and module.training:
+            raise ValueError("weighted rows need BatchNorm1d (affine) followed by LeakyReLU, as built by mlp()")
+        x = module(x)
+        i += 1
+    return x
