@@ -147,7 +147,7 @@ class Trainer:
     def resume(self) -> None:
         path = self.out / "last.pt"
         blob = load_checkpoint(path)
-        saved = make_config(blob["config"])
+        saved = make_config(saved_config(blob["config"]))
         for key in ("dataset", "way", "shot", "model", "backbone", "layers", "embedding", "node_features",
                     "edge_features", "seed", "transductive", "query", "tasks_per_batch"):
             if getattr(saved, key) != getattr(self.cfg, key):
@@ -263,11 +263,16 @@ def train(cfg: Config, resume: bool = False, progress: bool = True, test_queries
     return trainer.test(test_queries, provenance)
 
 
+def saved_config(values: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's config; runs saved before normalisation and augmentation existed used neither."""
+    return {"normalize": False, "augment": "none", **values} if "normalize" not in values else values
+
+
 def load_trained(checkpoint: str | Path, device: str = "cpu") -> tuple[FewShotMethod, Config]:
     """Rebuild a trained method from a checkpoint written by :class:`Trainer`."""
     blob = load_checkpoint(checkpoint)
     try:
-        cfg = make_config(blob["config"])
+        cfg = make_config(saved_config(blob["config"]))
         method = build_method(cfg, blob["in_channels"], blob.get("image_size", cfg.image_size or 28))
     except (KeyError, TypeError) as exc:
         raise UserError(f"checkpoint {checkpoint} lacks its config ({exc}): pass a checkpoint written by egnn train") from None

@@ -51,10 +51,10 @@ class FewShotMethod(nn.Module):
     def backbone_device(self) -> torch.device:
         return next(self.backbone.parameters()).device
 
-    def _load_from_state_dict(self, state, prefix, *args, **kwargs):  # buffers take the saved statistics' shape
-        for name in ("input_mean", "input_std"):
-            if prefix + name in state:
-                setattr(self, name, torch.empty_like(state[prefix + name]))
+    def _load_from_state_dict(self, state, prefix, *args, **kwargs):
+        for name in ("input_mean", "input_std"):  # buffers take the saved statistics' shape; checkpoints
+            state.setdefault(prefix + name, torch.zeros(0))  # written before normalisation existed had none
+            setattr(self, name, torch.empty_like(state[prefix + name]).to(self.backbone_device))
         super()._load_from_state_dict(state, prefix, *args, **kwargs)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
