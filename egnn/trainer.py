@@ -1,6 +1,7 @@
 """Episodic meta-training and evaluation: the Python API under the CLI."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -157,6 +158,9 @@ class Trainer:
         if size != self.image_shape[-1]:
             raise UserError(f"cannot resume {path}: it was trained on {size}x{size} images, now "
                             f"{self.image_shape[-1]}x{self.image_shape[-1]}; pass --image-size {size}")
+        if (saved.normalize, saved.augment) != (self.cfg.normalize, self.cfg.augment):  # keep the run's inputs
+            self.cfg = dataclasses.replace(self.cfg, normalize=saved.normalize, augment=saved.augment)
+            self.augment = resolve_augment(saved.augment, saved.dataset)
         load_model_state(self.method, blob["model"], path)
         self.optimizer.load_state_dict(blob["optimizer"])
         self.scheduler.load_state_dict(blob["scheduler"])
