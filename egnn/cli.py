@@ -71,6 +71,8 @@ def train(
     way: Optional[int] = typer.Option(None, help="Classes per episode."),
     shot: Optional[int] = typer.Option(None, help="Labeled examples per class."),
     query: Optional[int] = typer.Option(None, help="Queries per class in training episodes."),
+    query_max: Optional[int] = typer.Option(None, help="Draw each training batch's queries per class uniformly "
+                                            "from --query..--query-max (robust to the test query count)."),
     eval_query: Optional[int] = typer.Option(None, help="Queries per class in validation/test episodes."),
     test_way: Optional[int] = typer.Option(None, help="Classes per validation/test episode (default: --way)."),
     label_ratio: Optional[float] = typer.Option(None, help="Fraction of each class's supports that is labeled."),

@@ -28,6 +28,7 @@ class Config:
     way: int = 5
     shot: int = 1
     query: int = 1  # queries per class in training episodes
+    query_max: int = 0  # > query: every training batch draws its queries per class uniformly from query..query_max
     eval_query: int = 1  # queries per class in validation and test episodes
     test_way: int = 0  # classes per validation and test episode; 0: the training way
     label_ratio: float = 1.0
@@ -69,6 +70,8 @@ class Config:
                 raise ConfigError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.way < 2 or self.test_way == 1 or self.test_way < 0:
             raise ConfigError(f"way and test-way must be at least 2, got {self.way} and {self.test_way}")
+        if self.query_max and self.query_max < self.query:
+            raise ConfigError(f"query-max must be 0 (fixed queries) or at least query={self.query}, got {self.query_max}")
         if not 0 < self.label_ratio <= 1:
             raise ConfigError(f"label-ratio must be in (0, 1], got {self.label_ratio}")
         if self.augment not in ("auto", "none", "crop", "crop-flip"):

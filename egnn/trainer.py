@@ -122,7 +122,7 @@ class Trainer:
         self.device = resolve_device(cfg.device)
         self.splits = splits or load_dataset(cfg.dataset, cfg.data_root, cfg.image_size)
         for name in ("train", "val", "test"):  # fail before any work if an episode cannot be built
-            q, way = (cfg.query, cfg.way) if name == "train" else (cfg.eval_query, cfg.test_way or cfg.way)
+            q, way = (max(cfg.query, cfg.query_max), cfg.way) if name == "train" else (cfg.eval_query, cfg.test_way or cfg.way)
             EpisodeSampler(self.splits[name], way, cfg.shot, q, label_ratio=cfg.label_ratio)
         seed_everything(cfg.seed)  # fixes the initialisation
         self.image_shape = self.splits["train"].image_shape  # (C, H, W)
@@ -132,8 +132,8 @@ class Trainer:
         self.augment = resolve_augment(cfg.augment, cfg.dataset)
         self.optimizer = torch.optim.Adam(self.method.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, cfg.lr_halve_every, gamma=0.5)
-        self.sampler = EpisodeSampler(self.splits["train"], cfg.way, cfg.shot, cfg.query, seed=cfg.seed,
-                                      label_ratio=cfg.label_ratio, drop_unlabeled=cfg.unlabeled == "drop")
+        self.samplers: dict[int, EpisodeSampler] = {}  # one per queries-per-class value
+        self.sampler = self.train_sampler(cfg.query)
         self.out = Path(cfg.out)
         self.iteration, self.best_val, self.best_iteration = 0, -1.0, 0
         self.train_seconds = 0.0  # wall-clock of training and validation, summed over resumes
@@ -150,7 +150,7 @@ class Trainer:
         blob = load_checkpoint(path)
         saved = make_config(saved_config(blob["config"]))
         for key in ("dataset", "way", "shot", "model", "backbone", "layers", "embedding", "node_features",
-                    "edge_features", "seed", "transductive", "query", "tasks_per_batch"):
+                    "edge_features", "seed", "transductive", "query", "query_max", "tasks_per_batch"):
             if getattr(saved, key) != getattr(self.cfg, key):
                 raise UserError(f"cannot resume {path}: it was trained with {key}={getattr(saved, key)!r}, "
                                 f"now {getattr(self.cfg, key)!r}; use the same settings or another --out")
@@ -172,10 +172,26 @@ class Trainer:
             lines = [ln for ln in log.read_text().splitlines() if json.loads(ln)["iteration"] <= self.iteration]
             log.write_text("".join(ln + "\n" for ln in lines))
 
+    def train_sampler(self, query: int) -> EpisodeSampler:
+        cfg = self.cfg
+        if query not in self.samplers:
+            self.samplers[query] = EpisodeSampler(self.splits["train"], cfg.way, cfg.shot, query, seed=cfg.seed,
+                                                  label_ratio=cfg.label_ratio, drop_unlabeled=cfg.unlabeled == "drop")
+        return self.samplers[query]
+
+    def batch_query(self) -> int:
+        """Queries per class of this iteration's batch: fixed, or drawn from ``(seed, iteration)`` with query-max."""
+        cfg = self.cfg
+        if cfg.query_max <= cfg.query:
+            return cfg.query
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 5_555_555_555 + self.iteration)
+        return int(torch.randint(cfg.query, cfg.query_max + 1, (1,), generator=gen))
+
     # -- loop --------------------------------------------------------------------------------------------
     def step(self) -> tuple[float, float]:
         cfg = self.cfg
-        batch = collate(self.sampler.batch(self.iteration * cfg.tasks_per_batch, cfg.tasks_per_batch))
+        sampler = self.train_sampler(self.batch_query())
+        batch = collate(sampler.batch(self.iteration * cfg.tasks_per_batch, cfg.tasks_per_batch))
         if self.augment != "none":  # a pure function of (seed, iteration), like the episodes: resumes bitwise
             gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 7_777_777_777 + self.iteration)
             batch.x = augment(batch.x, self.augment, gen)
