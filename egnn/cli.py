@@ -64,8 +64,8 @@ def train(
                                           "tiered-imagenet, cifar-fs, fc100 or folder."),
     data_root: Optional[str] = typer.Option(None, help="Dataset root; default $EGNN_DATA."),
     image_size: Optional[int] = typer.Option(None, help="Resize images to this size (0: the dataset's own)."),
-    normalize: Optional[bool] = typer.Option(None, "--normalize/--no-normalize",
-                                             help="Standardise inputs with the training split's channel mean/std."),
+    normalize: Optional[str] = typer.Option(None, help="Standardise inputs by the training split's channel "
+                                            "mean/std: auto (natural images only), on, off."),
     augment: Optional[str] = typer.Option(None, help="Training augmentation: auto (crop-flip for natural images, "
                                           "none for glyphs and Omniglot), none, crop, crop-flip."),
     way: Optional[int] = typer.Option(None, help="Classes per episode."),
@@ -81,6 +81,8 @@ def train(
                                                 help="Queries share one graph (default) or each sees only the supports."),
     model: Optional[str] = typer.Option(None, help="Few-shot method."),
     layers: Optional[int] = typer.Option(None, help="Graph layers."),
+    knn: Optional[int] = typer.Option(None, help="Sparse transductive graphs: edges from each node's k nearest "
+                                      "nodes and supports (0: fully connected)."),
     iterations: Optional[int] = typer.Option(None, help="Meta-training iterations."),
     tasks_per_batch: Optional[int] = typer.Option(None, help="Episodes per iteration."),
     lr: Optional[float] = typer.Option(None, help="Adam learning rate."),
@@ -126,6 +128,7 @@ def evaluate(
     seed: Optional[int] = typer.Option(None, help="Episode seed; default: the checkpoint's eval-seed."),
     batch: int = typer.Option(50, help="Episodes per forward pass."),
     device: str = typer.Option("cpu"),
+    knn: Optional[int] = typer.Option(None, help="Sparse kNN graphs for transductive EGNN (0: fully connected)."),
     output: Optional[Path] = typer.Option(None, "--output", help="Write the result as JSON here."),
 ) -> None:
     """Evaluate a checkpoint on fixed episodes; prints mean ± 95% CI with its protocol."""
@@ -136,6 +139,10 @@ def evaluate(
     if split not in ("train", "val", "test"):
         raise UserError(f"--split must be train, val or test, got '{split}'")
     method, cfg = load_trained(checkpoint, device)
+    if knn is not None:
+        if not hasattr(method, "knn"):
+            raise UserError(f"--knn needs an EGNN checkpoint; {checkpoint} holds a {cfg.model} model")
+        method.knn = make_config(knn=knn).knn
     proto = make_config(cfg.to_dict(), dataset=dataset, data_root=data_root, test_way=way, shot=shot, eval_query=query,
                         label_ratio=label_ratio, unlabeled=unlabeled, transductive=transductive, eval_seed=seed,
                         test_episodes=episodes, eval_batch=batch)

@@ -22,7 +22,7 @@ class Config:
     dataset: str = "glyphs"
     data_root: str | None = None
     image_size: int = 0  # 0: the dataset's native size
-    normalize: bool = True  # standardise inputs with the training split's per-channel mean and std
+    normalize: str = "auto"  # standardise inputs by the training split's channel mean/std: auto (natural images), on, off
     augment: str = "auto"  # training-time augmentation: auto (crop-flip for natural images), none, crop, crop-flip
     # episodes
     way: int = 5
@@ -42,6 +42,7 @@ class Config:
     node_features: int = 96
     edge_features: int = 96
     dropout: float = 0.0
+    knn: int = 0  # > 0: transductive EGNN on sparse graphs, edges from each node's knn nearest nodes and supports
     # optimisation
     iterations: int = 100
     tasks_per_batch: int = 20
@@ -74,10 +75,14 @@ class Config:
             raise ConfigError(f"query-max must be 0 (fixed queries) or at least query={self.query}, got {self.query_max}")
         if not 0 < self.label_ratio <= 1:
             raise ConfigError(f"label-ratio must be in (0, 1], got {self.label_ratio}")
+        if self.normalize not in ("auto", "on", "off"):
+            raise ConfigError(f"normalize must be auto, on or off, got '{self.normalize}'")
         if self.augment not in ("auto", "none", "crop", "crop-flip"):
             raise ConfigError(f"augment must be auto, none, crop or crop-flip, got '{self.augment}'")
         if self.unlabeled not in ("keep", "drop"):
             raise ConfigError(f"unlabeled must be keep or drop, got '{self.unlabeled}'")
+        if self.knn < 0:
+            raise ConfigError(f"knn must be 0 (dense graphs) or at least 1, got {self.knn}")
         if self.lr <= 0 or self.weight_decay < 0 or not 0 <= self.dropout < 1:
             raise ConfigError("lr must be > 0, weight-decay >= 0 and dropout in [0, 1)")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):

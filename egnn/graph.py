@@ -99,3 +99,38 @@ class DenseEpisodes:
     def edge_target(self) -> torch.Tensor:
         """``(B, N, N)`` 1 where two nodes share a class. Used only by losses and metrics."""
         return (self.y[:, :, None] == self.y[:, None, :]).float()
+
+
+def edge_init(edge_index: torch.Tensor, y: torch.Tensor, labeled: torch.Tensor) -> torch.Tensor:
+    """Initial features ``(E, 2)`` of the edges ``(j -> i)`` of any graph: the rule of :func:`init_edge_attr`."""
+    src, dst = edge_index
+    known = labeled[src] & labeled[dst]
+    sim = torch.where(known, (y[src] == y[dst]).float(), torch.full_like(src, 0.5, dtype=torch.float))
+    sim = sim.masked_fill(src == dst, 1.0)
+    return torch.stack([sim, 1 - sim], -1)
+
+
+def knn_edges(x: torch.Tensor, batch: torch.Tensor, k: int, anchors: torch.Tensor | None = None,
+              k_anchor: int = 0, chunk: int = 1024) -> torch.Tensor:
+    """Sparse episode graphs: ``edge_index (2, E)`` with an edge ``(j -> i)`` from each of node ``i``'s ``k``
+    nearest nodes (Euclidean, same episode), from its ``k_anchor`` nearest ``anchors`` (e.g. labeled supports,
+    so every query can vote), and a self-loop. Distances are computed ``chunk`` rows at a time.
+    """
+    n = x.shape[0]
+    rows, cols = [torch.arange(n, device=x.device)], [torch.arange(n, device=x.device)]  # self-loops
+    for start in range(0, n, chunk):  # chunks of rows, never single nodes
+        i = torch.arange(start, min(start + chunk, n), device=x.device)
+        d = torch.cdist(x[i], x)  # (c, N)
+        d.masked_fill_(batch[i][:, None] != batch[None, :], float("inf"))  # other episodes
+        d[torch.arange(i.numel()), i] = float("inf")  # self, added once above
+        for count, extra in ((k, None), (k_anchor, anchors)):
+            if count <= 0:
+                continue
+            dd = d if extra is None else d.masked_fill(~extra[None, :], float("inf"))
+            dist, j = dd.topk(min(count, n - 1), largest=False)  # (c, k)
+            keep = torch.isfinite(dist)
+            rows.append(i[:, None].expand_as(j)[keep])
+            cols.append(j[keep])
+    dst, src = torch.cat(rows), torch.cat(cols)
+    key = torch.unique(dst * n + src)  # drop duplicates (a near node that is also a near anchor)
+    return torch.stack([key % n, key // n])  # (2, E): row 0 source j, row 1 target i

@@ -28,9 +28,9 @@ def edge_labeling_loss(similarity: torch.Tensor, target: torch.Tensor, mask: tor
     drowning the few same-class ones. The mean over layers follows the reference implementation.
 
     Args:
-        similarity: ``(L, B, N, N)`` predicted similarity of every layer, in (0, 1).
-        target: ``(B, N, N)`` 1 for same-class pairs, 0 otherwise.
-        mask: ``(B, N, N)`` bool, the edges that carry loss.
+        similarity: ``(L, B, N, N)`` predicted similarity of every layer, in (0, 1); or ``(L, E)`` on an edge list.
+        target: ``(B, N, N)`` (or ``(E,)``) 1 for same-class pairs, 0 otherwise.
+        mask: ``(B, N, N)`` (or ``(E,)``) bool, the edges that carry loss.
         weights: ``(L,)`` layer weights; default :func:`layer_weights`.
     """
     if weights is None:
@@ -39,8 +39,8 @@ def edge_labeling_loss(similarity: torch.Tensor, target: torch.Tensor, mask: tor
     bce = F.binary_cross_entropy(similarity.clamp(eps, 1 - eps), target.expand_as(similarity), reduction="none")
     pos = (mask & (target > 0.5)).to(bce.dtype)  # (B, N, N)
     neg = (mask & (target <= 0.5)).to(bce.dtype)
-    per_layer = ((bce * pos).sum((1, 2, 3)) / pos.sum().clamp_min(1)
-                 + (bce * neg).sum((1, 2, 3)) / neg.sum().clamp_min(1))  # (L,)
+    per_layer = ((bce * pos).flatten(1).sum(1) / pos.sum().clamp_min(1)
+                 + (bce * neg).flatten(1).sum(1) / neg.sum().clamp_min(1))  # (L,)
     return (weights.to(per_layer) * per_layer).mean()
 
 

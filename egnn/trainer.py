@@ -20,7 +20,7 @@ from egnn.backbones import create_backbone
 from egnn.checkpoint import load_checkpoint, load_model_state, rng_state, save_checkpoint, set_rng_state
 from egnn.config import Config, make_config
 from egnn.data import FewShotSplit, load_dataset
-from egnn.data.transforms import augment, resolve_augment
+from egnn.data.transforms import augment, resolve_augment, resolve_normalize
 from egnn.episodes import EpisodeSampler
 from egnn.errors import ConfigError, UserError
 from egnn.graph import collate
@@ -94,7 +94,8 @@ def evaluate(method: FewShotMethod, split: FewShotSplit, *, way: int, shot: int,
     acc = torch.cat(accs)
     protocol = {"dataset": dataset, "split": split.name.split("/")[-1], "way": way, "shot": shot, "query": query,
                 "episodes": episodes, "transductive": transductive, "label_ratio": label_ratio,
-                "unlabeled": "drop" if drop_unlabeled else "keep", "seed": seed}
+                "unlabeled": "drop" if drop_unlabeled else "keep", "seed": seed,
+                "graph": f"knn{method.knn}" if transductive and getattr(method, "knn", 0) else "dense"}
     return EvalResult(*mean_ci95(acc), {k: mean_ci95(torch.cat(v)) for k, v in extra.items()}, protocol,
                       acc.tolist(), time.perf_counter() - start)
 
@@ -127,7 +128,7 @@ class Trainer:
         seed_everything(cfg.seed)  # fixes the initialisation
         self.image_shape = self.splits["train"].image_shape  # (C, H, W)
         self.method = build_method(cfg, self.image_shape[0], self.image_shape[-1]).to(self.device)
-        if cfg.normalize:
+        if resolve_normalize(cfg.normalize, cfg.dataset):
             self.method.set_normalization(*self.splits["train"].channel_stats())
         self.augment = resolve_augment(cfg.augment, cfg.dataset)
         self.optimizer = torch.optim.Adam(self.method.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -285,7 +286,10 @@ def train(cfg: Config, resume: bool = False, progress: bool = True, test_queries
 
 def saved_config(values: dict[str, Any]) -> dict[str, Any]:
     """A checkpoint's config; runs saved before normalisation and augmentation existed used neither."""
-    return {"normalize": False, "augment": "none", **values} if "normalize" not in values else values
+    values = {"normalize": "off", "augment": "none", **values}
+    if isinstance(values["normalize"], bool):  # briefly a bool
+        values["normalize"] = "on" if values["normalize"] else "off"
+    return values
 
 
 def load_trained(checkpoint: str | Path, device: str = "cpu") -> tuple[FewShotMethod, Config]:

@@ -7,13 +7,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export EGNN_DATA=${EGNN_DATA:-../shared/data}
 mkdir -p runs/logs
-train() {  # model way iterations tasks
-  egnn train --dataset omniglot --model "$1" --way "$2" --shot 1 --query 1 --iterations "$3" --tasks-per-batch "$4" \
+train() {  # model way iterations tasks normalize
+  [ -f "runs/compare/omniglot_$2w1s_$1/results.json" ] && return 0  # finished and tested
+  egnn train --dataset omniglot --model "$1" --way "$2" --shot 1 --query 1 --iterations "$3" --tasks-per-batch "$4" --normalize "$5" \
     --val-every 200 --val-episodes 200 --threads 1 --out "runs/compare/omniglot_$2w1s_$1" --quiet --resume \
     > "runs/logs/compare_$2w1s_$1.log" 2>&1
 }
 case "${1:-all}" in
-  5w) train gnn 5 1000 40; train protonet 5 1000 40 ;;
-  20w) train gnn 20 600 20; train protonet 20 600 20 ;;
-  all) (train gnn 5 1000 40; train protonet 5 1000 40) & (train gnn 20 600 20; train protonet 20 600 20) & wait ;;
+  5w) train gnn 5 1000 40 off; train protonet 5 1000 40 off ;;
+  20w) train gnn 20 600 20 on; train protonet 20 600 20 on ;;
+  all) (train gnn 5 1000 40 off; train protonet 5 1000 40 off) & (train gnn 20 600 20 on; train protonet 20 600 20 on) & wait ;;
 esac

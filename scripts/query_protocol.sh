@@ -9,7 +9,8 @@ export EGNN_DATA=${EGNN_DATA:-../shared/data}
 mkdir -p runs/logs
 run() {  # way iterations tasks name query-flags...
   local way=$1 its=$2 tasks=$3 name=$4; shift 4
-  egnn train --dataset omniglot --way "$way" --shot 1 "$@" --iterations "$its" --tasks-per-batch "$tasks" \
+  [ -f "runs/query_protocol/omniglot_${way}w1s_$name/results.json" ] && return 0  # finished and tested
+  egnn train --dataset omniglot --way "$way" --shot 1 "$@" --iterations "$its" --tasks-per-batch "$tasks" --normalize on \
     --val-every 100 --val-episodes 100 --eval-query 1 --test-queries 1,15 --threads 1 \
     --out "runs/query_protocol/omniglot_${way}w1s_$name" --quiet --resume > "runs/logs/qp_${way}w1s_$name.log" 2>&1
 }

@@ -98,3 +98,37 @@ def test_vote_counts_only_labeled_supports():
     sim = out.extras["edges"][-1, 0, ..., 0]  # (N, N)
     # labeled supports are nodes 0 (class 0) and 2 (class 1); queries are nodes 4 and 5
     assert torch.allclose(out.logits[0], sim[4:, [0, 2]])
+
+
+@pytest.mark.parametrize("train_mode", [False, True])
+def test_sparse_knn_path_with_every_neighbour_equals_dense(train_mode):
+    """With k >= N - 1 the kNN graph is the complete graph: same scores, loss and gradients as the dense path."""
+    import copy
+
+    dense = make_method()
+    sparse = copy.deepcopy(dense)
+    sparse.knn = 100
+    eps = [make_episode(way=3, shot=2, query=2, seed=s) for s in range(3)]
+    for m in (dense, sparse):
+        m.train(train_mode)
+    a, b = dense(collate(eps)), sparse(collate(eps))
+    assert torch.allclose(a.logits, b.logits, atol=1e-5)
+    assert torch.allclose(dense.loss(a), sparse.loss(b), atol=1e-6)
+    if train_mode:
+        dense.loss(a).backward()
+        sparse.loss(b).backward()
+        for (name, pa), pb in zip(dense.named_parameters(), sparse.parameters()):
+            assert torch.allclose(pa.grad, pb.grad, atol=1e-4, rtol=1e-3), name
+
+
+def test_sparse_knn_path_hides_query_and_unlabeled_labels():
+    """Shuffling the labels of queries and unlabeled supports changes no score on the kNN graph."""
+    method = make_method()
+    method.knn = 3
+    ep = make_episode(way=3, shot=3, query=2, labeled_shots=1, seed=4)
+    hidden = torch.cat([~ep.labeled, torch.ones(ep.labels.numel() - ep.labeled.numel(), dtype=torch.bool)])
+    shuffled = ep.labels.clone()
+    shuffled[hidden] = ep.labels[hidden][torch.randperm(int(hidden.sum()), generator=torch.Generator().manual_seed(0))]
+    a = run(method, [ep])
+    b = run(method, [dataclasses.replace(ep, labels=shuffled)])
+    assert torch.equal(a.logits, b.logits)

@@ -64,12 +64,19 @@ class FewShotMethod(nn.Module):
             x = (x - self.input_mean[:, None, None]) / self.input_std[:, None, None]
         return x
 
+    def encode(self, x: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+        """Embeddings ``(T, D)`` of images ``(T, C, H, W)``; without autograd, in chunks, so a 5000-image episode
+        never holds all its activations at once (exact in eval mode, where BatchNorm uses running statistics)."""
+        if torch.is_grad_enabled() or self.training or x.shape[0] <= chunk:
+            return self.backbone(self.normalize(x))
+        return torch.cat([self.backbone(self.normalize(x[i:i + chunk])) for i in range(0, x.shape[0], chunk)])
+
     def embed(self, batch: Batch) -> tuple[torch.Tensor, DenseEpisodes]:
         """Embed every image once: ``(B, N, D)`` features and the dense view of the episodes."""
         x = batch.x
         if x.dim() != 4:
             raise ValueError(f"Expected images of shape (nodes, C, H, W), got {tuple(x.shape)}")
-        feats = self.backbone(self.normalize(x))  # (T, D)
+        feats = self.encode(x)  # (T, D)
         v, _ = to_dense_batch(feats, batch.batch)  # (B, N, D)
         return v, DenseEpisodes.from_batch(batch)
 

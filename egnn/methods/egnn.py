@@ -6,7 +6,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch_geometric.data import Batch
 
-from egnn.graph import DenseEpisodes
+from torch_geometric.utils import scatter
+
+from egnn.graph import DenseEpisodes, edge_init, knn_edges
 from egnn.losses import edge_accuracy, edge_labeling_loss, layer_weights
 from egnn.methods.base import FewShotMethod, MethodOutput
 from egnn.nn import EGNN
@@ -22,14 +24,15 @@ class EGNNMethod(FewShotMethod):
     """
 
     def __init__(self, backbone: nn.Module, num_layers: int = 3, node_features: int = 96,
-                 edge_features: int = 96, dropout: float = 0.0) -> None:
+                 edge_features: int = 96, dropout: float = 0.0, knn: int = 0) -> None:
         super().__init__(backbone)
+        self.knn = knn  # > 0: transductive episodes become sparse k-nearest-neighbour graphs
         self.gnn = EGNN(backbone.out_features, node_features, edge_features, num_layers, dropout)
         self.register_buffer("layer_weights", layer_weights(num_layers), persistent=False)
 
     @classmethod
     def from_config(cls, backbone: nn.Module, cfg) -> "EGNNMethod":
-        return cls(backbone, cfg.layers, cfg.node_features, cfg.edge_features, cfg.dropout)
+        return cls(backbone, cfg.layers, cfg.node_features, cfg.edge_features, cfg.dropout, cfg.knn)
 
     def propagate(self, v: torch.Tensor, dense: DenseEpisodes, transductive: bool) -> torch.Tensor:
         """Edges of every layer ``(L, B, N, N, 2)`` for node features ``(B, N, D)``."""
@@ -75,6 +78,8 @@ class EGNNMethod(FewShotMethod):
         return similarity @ onehot
 
     def forward(self, batch: Batch, transductive: bool = True) -> MethodOutput:
+        if transductive and self.knn > 0:
+            return self.forward_sparse(batch)
         v, dense = self.embed(batch)
         edges = self.propagate(v, dense, transductive)  # (L, B, N, N, 2)
         similarity = edges[..., 0]  # (L, B, N, N)
@@ -84,6 +89,33 @@ class EGNNMethod(FewShotMethod):
             query_labels=self.queries(dense.y, dense),
             episode_metrics={"edge_acc": edge_accuracy(similarity[-1], target, mask)},
             extras={"edges": edges, "edge_target": target, "loss_mask": mask},
+        )
+
+    def forward_sparse(self, batch: Batch, edge_index: torch.Tensor | None = None) -> MethodOutput:
+        """Transductive EGNN on sparse graphs, through PyG message passing: memory grows with the edges, not
+        with N^2. Without ``edge_index``, each node gets edges from its ``knn`` nearest nodes of its episode and
+        its ``knn`` nearest labeled supports (so every query can vote), both by embedding distance."""
+        x = self.encode(batch.x)  # (T, D)
+        y, labeled, query = batch.y, batch.labeled_mask, batch.query_mask
+        if edge_index is None:
+            edge_index = knn_edges(x.detach(), batch.batch, self.knn, labeled, self.knn)
+        src, dst = edge_index
+        edges = self.gnn.forward_sparse(x, edge_index, edge_init(edge_index, y, labeled))  # (L, E, 2)
+        similarity = edges[..., 0]  # (L, E)
+        onehot = F.one_hot(y.clamp_min(0), int(batch.way[0]) if torch.is_tensor(batch.way) else batch.way)
+        votes = similarity[-1, :, None] * (onehot[src] * labeled[src, None]).to(similarity.dtype)  # (E, way)
+        scores = scatter(votes, dst, 0, dim_size=x.shape[0], reduce="sum")  # (T, way)
+        b = int(batch.batch.max()) + 1
+        target = (y[src] == y[dst]).float()
+        mask = (src != dst) & (query[src] | query[dst]) & (labeled | query)[src] & (labeled | query)[dst]
+        hit = ((similarity[-1] > 0.5).float() == target).float() * mask
+        per_episode = batch.batch[dst]
+        edge_acc = scatter(hit, per_episode, 0, dim_size=b) / scatter(mask.float(), per_episode, 0, dim_size=b).clamp_min(1)
+        return MethodOutput(
+            logits=scores[query].view(b, -1, onehot.shape[1]),
+            query_labels=y[query].view(b, -1),
+            episode_metrics={"edge_acc": edge_acc},
+            extras={"edges": edges, "edge_target": target, "loss_mask": mask, "edge_index": edge_index},
         )
 
     def loss(self, out: MethodOutput) -> torch.Tensor:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+from torch_geometric.utils import scatter
 
 from egnn.nn.utils import masked_apply, mlp, off_diagonal, row_normalize, weighted_apply
 
@@ -28,8 +29,12 @@ class EdgeUpdate(nn.Module):
     statistics of all :math:`N^2` ordered pairs: the same math for about half the cost
     (``symmetric=False`` runs every ordered pair, the reference computation).
 
+    :meth:`forward_sparse` runs the same update on any ``edge_index`` (edge ``(j -> i)`` carries
+    :math:`e_{ij}`; the sums run over :math:`i`'s incoming edges), with ``torch_geometric.utils.scatter``.
+
     Shapes:
-        node features ``(B, N, F_in)``, edges ``(B, N, N, 2)``, node mask ``(B, N)`` -> edges ``(B, N, N, 2)``.
+        dense: node features ``(B, N, F_in)``, edges ``(B, N, N, 2)``, node mask ``(B, N)`` -> ``(B, N, N, 2)``;
+        sparse: node features ``(N, F_in)``, ``edge_index (2, E)``, edges ``(E, 2)`` -> ``(E, 2)``.
     """
 
     def __init__(self, in_features: int, hidden_features: int, dropout: float = 0.0, eps: float = 1e-6) -> None:
@@ -75,3 +80,14 @@ class EdgeUpdate(nn.Module):
         sim[:, iu, ju] = upper
         sim[:, ju, iu] = upper
         return sim  # self-pairs stay 0: the caller masks them out of the prior
+
+    def forward_sparse(self, x: torch.Tensor, edge_index: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        src, dst = edge_index
+        n, loop = x.shape[0], (src == dst)[:, None]  # (E, 1)
+        sim = torch.sigmoid(self.similarity((x[dst] - x[src]).abs()))  # (E, 1)
+        prior = e.masked_fill(loop, 0.0)  # (E, 2)
+        mass = scatter(prior, dst, 0, dim_size=n, reduce="sum")  # (N, 2) each row's total per channel
+        e = torch.cat([sim, 1 - sim], -1) * prior
+        e = e / scatter(e, dst, 0, dim_size=n, reduce="sum").clamp_min(1e-12)[dst] * mass[dst]
+        e = e + loop * e.new_tensor([1.0, 0.0])  # self-loops: [1, 0]
+        return (e + self.eps) / (e + self.eps).sum(-1, keepdim=True)

@@ -16,8 +16,10 @@ class EGNN(nn.Module):
     reference code.
 
     Shapes:
-        node features ``(B, N, in_features)``, edges ``(B, N, N, 2)``, node mask ``(B, N)``
-        -> edges ``(L, B, N, N, 2)``.
+        dense: node features ``(B, N, in_features)``, edges ``(B, N, N, 2)``, node mask ``(B, N)``
+        -> edges ``(L, B, N, N, 2)``;
+        sparse (:meth:`forward_sparse`): node features ``(N, in_features)``, ``edge_index (2, E)``,
+        edges ``(E, 2)`` -> edges ``(L, E, 2)``.
     """
 
     def __init__(self, in_features: int = 128, node_features: int = 96, edge_features: int = 96,
@@ -41,3 +43,11 @@ class EGNN(nn.Module):
             e = edge_update(v, e, node_mask)  # (B, N, N, 2)
             edges.append(e)
         return torch.stack(edges)  # (L, B, N, N, 2)
+
+    def forward_sparse(self, x: torch.Tensor, edge_index: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        edges = []
+        for node_update, edge_update in zip(self.node_updates, self.edge_updates):
+            x = node_update.forward_sparse(x, edge_index, e)  # (N, F)
+            e = edge_update.forward_sparse(x, edge_index, e)  # (E, 2)
+            edges.append(e)
+        return torch.stack(edges)  # (L, E, 2)
