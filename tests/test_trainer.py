@@ -117,3 +117,39 @@ def test_cross_way_evaluation(tmp_path):
     gnn.fit(progress=False)
     with pytest.raises(UserError, match="trained 3-way"):
         evaluate(gnn.method, SPLITS["test"], way=5, shot=1, query=1, episodes=2, transductive=True)
+
+
+def test_resume_is_bitwise_with_augmentation_random_queries_and_normalisation(tmp_path):
+    kw = dict(augment="crop-flip", query_max=3, normalize="on")
+    whole = fit(tiny_config(tmp_path / "whole", **kw))
+    fit(tiny_config(tmp_path / "split", iterations=3, **kw))
+    resumed = fit(tiny_config(tmp_path / "split", **kw), resume=True)
+    for (k, a), b in zip(whole.method.state_dict().items(), resumed.method.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+def test_normalisation_statistics_travel_with_the_checkpoint(tmp_path):
+    trainer = fit(tiny_config(tmp_path, normalize="on"))
+    mean, std = SPLITS["train"].channel_stats()
+    pixels = SPLITS["train"].images.double() / 255
+    assert torch.allclose(mean.double(), pixels.mean((0, 2, 3)), atol=1e-6)
+    assert torch.allclose(std.double(), pixels.std((0, 2, 3), unbiased=False), atol=1e-5)
+    method, cfg = load_trained(tmp_path / "best.pt")
+    assert torch.equal(method.input_mean, mean) and torch.equal(method.input_std, std)
+    after = evaluate(method, SPLITS["test"], way=3, shot=1, query=2, episodes=6, transductive=True,
+                     seed=cfg.eval_seed, batch_size=3)
+    assert after.per_episode == trainer.test()[0].per_episode
+
+
+def test_random_queries_per_batch_are_seeded_and_in_range(tmp_path):
+    trainer = Trainer(tiny_config(tmp_path, query=1, query_max=4), SPLITS)
+    draws = []
+    for it in range(40):
+        trainer.iteration = it
+        draws.append(trainer.batch_query())
+    assert set(draws) == {1, 2, 3, 4}
+    again = Trainer(tiny_config(tmp_path, query=1, query_max=4), SPLITS)
+    again.iteration = 7
+    assert again.batch_query() == draws[7]
+    with pytest.raises(UserError, match="query-max"):
+        tiny_config(tmp_path, query=3, query_max=2)
