@@ -108,7 +108,10 @@ def train(
     for result in run(cfg, resume=resume, progress=not quiet,
                       test_queries=_queries(test_queries), provenance=provenance):
         typer.echo(f"test: {result}")
-    typer.echo(f"run saved in {cfg.out}")
+    from egnn.distributed import world
+
+    if world()[0] == 0:
+        typer.echo(f"run saved in {cfg.out}")
 
 
 @app.command("eval")

@@ -21,6 +21,7 @@ from egnn.checkpoint import load_checkpoint, load_model_state, rng_state, save_c
 from egnn.config import Config, make_config
 from egnn.data import FewShotSplit, load_dataset
 from egnn.data.transforms import augment, resolve_augment, resolve_normalize
+from egnn.distributed import average, barrier, globalize_batchnorm, init_from_env
 from egnn.episodes import EpisodeSampler
 from egnn.errors import ConfigError, UserError
 from egnn.graph import collate
@@ -130,6 +131,14 @@ class Trainer:
         self.method = build_method(cfg, self.image_shape[0], self.image_shape[-1]).to(self.device)
         if resolve_normalize(cfg.normalize, cfg.dataset):
             self.method.set_normalization(*self.splits["train"].channel_stats())
+        self.rank, self.world = init_from_env(cfg.device)
+        self.model: torch.nn.Module = self.method  # what the training step calls: the method, or its DDP wrapper
+        if self.world > 1:
+            if cfg.tasks_per_batch % self.world:
+                raise ConfigError(f"tasks-per-batch={cfg.tasks_per_batch} does not split evenly over {self.world} "
+                                  f"processes: use a multiple of {self.world}")
+            globalize_batchnorm(self.method)
+            self.model = torch.nn.parallel.DistributedDataParallel(self.method)
         self.augment = resolve_augment(cfg.augment, cfg.dataset)
         self.optimizer = torch.optim.Adam(self.method.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, cfg.lr_halve_every, gamma=0.5)
@@ -192,11 +201,12 @@ class Trainer:
     def step(self) -> tuple[float, float]:
         cfg = self.cfg
         sampler = self.train_sampler(self.batch_query())
-        batch = collate(sampler.batch(self.iteration * cfg.tasks_per_batch, cfg.tasks_per_batch))
-        if self.augment != "none":  # a pure function of (seed, iteration), like the episodes: resumes bitwise
-            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 7_777_777_777 + self.iteration)
+        local = cfg.tasks_per_batch // self.world  # this rank's share of the meta-batch
+        batch = collate(sampler.batch(self.iteration * cfg.tasks_per_batch + self.rank * local, local))
+        if self.augment != "none":  # a pure function of (seed, iteration, rank), like the episodes: resumes bitwise
+            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 7_777_777_777 + self.iteration * 997 + self.rank)
             batch.x = augment(batch.x, self.augment, gen)
-        out = self.method(batch.to(self.device), transductive=cfg.transductive)
+        out = self.model(batch.to(self.device), transductive=cfg.transductive)
         loss = self.method.loss(out)
         if not torch.isfinite(loss):
             raise UserError(f"loss became {loss.item()} at iteration {self.iteration + 1}; the last good checkpoint "
@@ -206,7 +216,7 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         self.iteration += 1
-        return loss.item(), query_accuracy(out.logits, out.query_labels).mean().item()
+        return average(loss.item()), average(query_accuracy(out.logits, out.query_labels).mean().item())
 
     def validate(self) -> float:
         return evaluate_config(self.method, self.splits["val"], self.cfg, self.cfg.val_episodes,
@@ -219,7 +229,8 @@ class Trainer:
         if resume and (self.out / "last.pt").exists():
             self.resume()
         self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        if self.rank == 0:
+            (self.out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         losses, accs, tick = [], [], time.perf_counter()
         lines = progress and not sys.stderr.isatty()  # logs and pipes get one line per validation, not a bar
         bar = _progress(progress and not lines)
@@ -246,14 +257,20 @@ class Trainer:
         record = {"iteration": self.iteration, "loss": float(np.mean(losses)), "train_acc": float(np.mean(accs)),
                   "val_acc": val, "lr": self.optimizer.param_groups[0]["lr"], "seconds": round(seconds, 2)}
         self.train_seconds += record["seconds"]
-        if val > self.best_val:
+        improved = val > self.best_val
+        if improved:
             self.best_val, self.best_iteration = val, self.iteration
+        if self.rank != 0:  # every rank validates (same episodes, same result); only rank 0 writes
+            barrier()
+            return record
+        if improved:
             save_checkpoint(self.out / "best.pt", config=self.cfg.to_dict(), model=self.method.state_dict(),
                             in_channels=self.image_shape[0], image_size=self.image_shape[-1],
                             iteration=self.iteration, val_acc=val)
         with open(self.out / "metrics.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
         save_checkpoint(self.out / "last.pt", **self.state())
+        barrier()
         return record
 
     def load_best(self) -> None:
@@ -280,8 +297,8 @@ def train(cfg: Config, resume: bool = False, progress: bool = True, test_queries
     trainer = Trainer(cfg)
     for q in test_queries or []:  # fail now, not after hours of training
         EpisodeSampler(trainer.splits["test"], cfg.test_way or cfg.way, cfg.shot, q, label_ratio=cfg.label_ratio)
-    trainer.fit(resume=resume, progress=progress)
-    return trainer.test(test_queries, provenance)
+    trainer.fit(resume=resume, progress=progress and trainer.rank == 0)
+    return trainer.test(test_queries, provenance) if trainer.rank == 0 else []
 
 
 def saved_config(values: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,122 @@
+"""Data-parallel meta-training with ``torchrun`` and DistributedDataParallel (gloo on CPU, nccl on CUDA).
+
+The tasks of a meta-batch are split evenly across ranks. Two things make the result equal to one process
+training on the whole meta-batch:
+
+* BatchNorm must see the whole meta-batch: :class:`GlobalBatchNorm` all-reduces its statistics, with
+  gradients (``torch.nn.SyncBatchNorm`` is GPU-only);
+* every rank's loss normalises by its own counts, which are exactly ``1 / world`` of the global counts
+  (every episode of a batch has the same shape), so DDP's gradient average is the global gradient.
+
+    torchrun --nproc_per_node 2 --no-python egnn train --config configs/omniglot_5w1s.yaml
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+
+def world() -> tuple[int, int]:
+    """``(rank, world_size)``; ``(0, 1)`` outside a process group."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def init_from_env(device: str = "cpu") -> tuple[int, int]:
+    """Join the process group described by torchrun's environment, if there is one."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    return world()
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over ranks; the gradient of a sum over ranks is the sum of the ranks' gradients."""
+
+    @staticmethod
+    def forward(ctx, t: torch.Tensor) -> torch.Tensor:
+        out = t.clone()
+        dist.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
+
+
+def _all_reduce(t: torch.Tensor) -> torch.Tensor:
+    return _AllReduceSum.apply(t)
+
+
+class GlobalBatchNorm(_BatchNorm):
+    """BatchNorm whose training statistics cover every rank's rows (two all-reduces: mean, then centred variance).
+
+    Same parameters, buffers and state-dict keys as the ``BatchNorm1d/2d`` it replaces; outside a process
+    group, or in eval mode, it is exactly that BatchNorm.
+    """
+
+    def _check_input_dim(self, x: torch.Tensor) -> None:
+        if x.dim() < 2:
+            raise ValueError(f"expected at least 2-D input, got {x.dim()}-D")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _, size = world()
+        if not self.training or size == 1:
+            return super().forward(x)
+        dims = [0, *range(2, x.dim())]  # every axis but the channels
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        local = torch.cat([x.sum(dims), x.new_tensor([x.numel() / x.shape[1]])])
+        total = _all_reduce(local)
+        n = total[-1].detach()
+        mean = total[:-1] / n
+        centred = x - mean.view(shape)
+        var = _all_reduce(centred.square().sum(dims)) / n
+        with torch.no_grad():
+            self.num_batches_tracked += 1
+            m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+            self.running_mean.lerp_(mean.detach(), m)
+            self.running_var.lerp_(var.detach() * n / (n - 1).clamp_min(1), m)
+        out = centred * torch.rsqrt(var + self.eps).view(shape)
+        return out * self.weight.view(shape) + self.bias.view(shape) if self.affine else out
+
+
+def globalize_batchnorm(module: nn.Module) -> nn.Module:
+    """Replace every BatchNorm in ``module`` by a :class:`GlobalBatchNorm` holding the same state."""
+    for name, child in module.named_children():
+        if isinstance(child, _BatchNorm) and not isinstance(child, GlobalBatchNorm):
+            new = GlobalBatchNorm(child.num_features, child.eps, child.momentum, child.affine,
+                                  child.track_running_stats).to(next(child.buffers()).device)
+            new.load_state_dict(child.state_dict())
+            new.train(child.training)
+            setattr(module, name, new)
+        else:
+            globalize_batchnorm(child)
+    # the edge update's mirrored-pair trick normalises with local weighted statistics: use all ordered pairs
+    for m in module.modules():
+        if hasattr(m, "symmetric"):
+            m.symmetric = False
+    return module
+
+
+def average(value: float) -> float:
+    """Mean of a scalar over ranks (for logs)."""
+    _, size = world()
+    if size == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(t)
+    return float(t) / size
+
+
+def barrier() -> None:
+    if world()[1] > 1:
+        dist.barrier()
+
+
+__all__ = ["GlobalBatchNorm", "average", "barrier", "globalize_batchnorm", "init_from_env", "world"]

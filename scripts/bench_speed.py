@@ -1,0 +1,350 @@
+"""Speed and memory of egnn against the reference EGNN code's timings (issue #8), on this machine.
+
+Settings are fixed so that the reference can later be run side by side: 2 threads, 40 tasks per iteration,
+1 query per class; random 128-d embeddings for the graph-network rows; 84x84x3 images for the full rows.
+Every measurement runs in a fresh subprocess, so its peak memory (max RSS) is its own.
+
+    python scripts/bench_speed.py                # everything: results/bench_speed.json, docs/scaling.png, table
+    python scripts/bench_speed.py --quick        # tiny sizes, to check the script itself
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+# the reference code on a 2-core CPU with torch 2.14 (issue #8): seconds per meta-training iteration of 40 tasks
+REFERENCE = {
+    "graph": {"5w1s-trans": 0.11, "5w1s-nontrans": 0.21, "5w5s-trans": 0.73, "5w5s-nontrans": 6.5},
+    "full": {"5w5s-trans": 15.0, "5w5s-nontrans": 30.0},
+    "full_peak_gb": [11, 14],
+    "eval15_seconds_per_episode": [0.7, 1.5],
+}
+SETTINGS = {"5w1s": (5, 1), "5w5s": (5, 5)}
+
+
+# -- measurements (each runs in its own process) ------------------------------------------------------------
+def _episodes(way, shot, query, tasks, size, channels=3, seed=0):
+    import torch
+
+    from egnn.episodes import Episode
+    from egnn.graph import collate
+
+    g = torch.Generator().manual_seed(seed)
+    eps = []
+    for _ in range(tasks):
+        labels = torch.cat([torch.arange(way).repeat_interleave(shot), torch.arange(way).repeat_interleave(query)])
+        images = torch.randint(0, 256, (labels.numel(), channels, size, size), generator=g, dtype=torch.uint8)
+        eps.append(Episode(images, labels, torch.ones(way * shot, dtype=torch.bool), torch.arange(way), way, shot, query))
+    return collate(eps)
+
+
+def _method(image_size=84, symmetric=True, knn=0, channels=3):
+    import torch
+
+    from egnn.backbones import create_backbone
+    from egnn.methods.egnn import EGNNMethod
+
+    torch.manual_seed(0)
+    backbone = create_backbone("conv4", in_channels=channels, image_size=image_size, out_features=128)
+    method = EGNNMethod(backbone, num_layers=3, node_features=96, edge_features=96, knn=knn)
+    for m in method.gnn.edge_updates:
+        m.symmetric = symmetric
+    return method
+
+
+def _timeit(fn, repeat, warmup=2):
+    for _ in range(warmup):
+        fn()
+    start = time.perf_counter()
+    for _ in range(repeat):
+        fn()
+    return (time.perf_counter() - start) / repeat
+
+
+def graph_row(setting, transductive, symmetric=True, repeat=5, tasks=40):
+    """Graph network only: random 128-d embeddings in, edge-labeling loss, backward, Adam."""
+    import torch
+
+    from egnn.graph import DenseEpisodes
+    from egnn.losses import edge_labeling_loss
+
+    way, shot = SETTINGS[setting]
+    batch = _episodes(way, shot, 1, tasks, size=2, channels=1)
+    dense = DenseEpisodes.from_batch(batch)
+    method = _method(symmetric=symmetric)
+    opt = torch.optim.Adam(method.gnn.parameters(), 1e-3, weight_decay=1e-6)
+    v = torch.randn(tasks, dense.node_mask.shape[1], 128, generator=torch.Generator().manual_seed(1))
+    target, mask = dense.edge_target(), method.loss_mask(dense, transductive)
+
+    def train_step():
+        edges = method.propagate(v, dense, transductive)
+        loss = edge_labeling_loss(edges[..., 0], target, mask, method.layer_weights)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    def eval_step():
+        with torch.inference_mode():
+            method.propagate(v, dense, transductive)
+
+    method.train()
+    train = _timeit(train_step, repeat)
+    method.eval()
+    return {"train_s": train, "eval_s": _timeit(eval_step, repeat)}
+
+
+def full_row(setting, transductive, channels_last=False, compile=False, repeat=3, tasks=40):
+    """Conv-4 + EGNN on 84x84x3 uint8 images: one meta-training iteration (forward, loss, backward, Adam)."""
+    import torch
+
+    way, shot = SETTINGS[setting]
+    batch = _episodes(way, shot, 1, tasks, size=84)
+    method = _method()
+    if channels_last:
+        method = method.to(memory_format=torch.channels_last)
+        batch.x = batch.x.contiguous(memory_format=torch.channels_last)
+    if compile:
+        method.backbone = torch.compile(method.backbone)
+    opt = torch.optim.Adam(method.parameters(), 1e-3, weight_decay=1e-6)
+
+    def step():
+        out = method(batch, transductive=transductive)
+        loss = method.loss(out)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    method.train()
+    seconds = _timeit(step, repeat, warmup=1)
+    return {"train_s": seconds, "images_per_s": batch.x.shape[0] / seconds}
+
+
+def eval15_row(setting, transductive, episodes=10):
+    """Full model at test time, 15 queries per class, one episode per forward pass, inference mode."""
+    import torch
+
+    way, shot = SETTINGS[setting]
+    batch = _episodes(way, shot, 15, 1, size=84)
+    method = _method().eval()
+
+    def step():
+        with torch.inference_mode():
+            method(batch, transductive=transductive)
+
+    return {"seconds_per_episode": _timeit(step, episodes, warmup=1)}
+
+
+def scale_row(nodes, graph, k=20, repeat=3):
+    """One transductive 5-way 5-shot episode of ``nodes`` nodes, graph network only, inference."""
+    import torch
+
+    way, shot = 5, 5
+    query = max(1, (nodes - way * shot) // way)
+    batch = _episodes(way, shot, query, 1, size=2, channels=1)
+    n = batch.y.numel()
+    method = _method(knn=k if graph == "sparse" else 0).eval()
+    v = torch.randn(n, 128, generator=torch.Generator().manual_seed(1))
+
+    def step():
+        with torch.inference_mode():
+            if graph == "sparse":
+                from egnn.graph import edge_init, knn_edges
+
+                ei = knn_edges(v, batch.batch, k, batch.labeled_mask, k)
+                method.gnn.forward_sparse(v, ei, edge_init(ei, batch.y, batch.labeled_mask))
+            else:
+                from egnn.graph import DenseEpisodes
+
+                dense = DenseEpisodes.from_batch(batch)
+                method.gnn(v[None], dense.init_edges, dense.node_mask)
+
+    return {"nodes": n, "seconds": _timeit(step, repeat, warmup=1)}
+
+
+def big_episode_row(k=20, checkpoint=None):
+    """A 5000-node transductive episode, images to predictions, on the sparse path: Omniglot test classes
+    (250-way 5-shot 15-query) when $EGNN_DATA holds Omniglot, random 28x28 images otherwise."""
+    import torch
+
+    from egnn.graph import collate
+
+    way, shot, query = 250, 5, 15
+    source = "random"
+    try:
+        from egnn.data import load_dataset
+        from egnn.episodes import EpisodeSampler
+
+        split = load_dataset("omniglot")["test"]
+        batch = collate([EpisodeSampler(split, way, shot, query, seed=0).episode(0)])
+        source = "omniglot/test"
+    except Exception:  # no Omniglot here: the same shapes from random pixels
+        batch = _episodes(way, shot, query, 1, size=28, channels=1)
+    if checkpoint:
+        from egnn.trainer import load_trained
+
+        method, _ = load_trained(checkpoint)
+        source += f", {checkpoint}"
+    else:
+        method = _method(image_size=28, channels=1)
+    method.knn = k
+    method.eval()
+    start = time.perf_counter()
+    with torch.inference_mode():
+        out = method(batch, transductive=True)
+    seconds = time.perf_counter() - start
+    acc = float((out.logits.argmax(-1) == out.query_labels).float().mean())
+    return {"nodes": int(batch.y.numel()), "edges": int(out.extras["edge_index"].shape[1]), "seconds": seconds,
+            "accuracy": acc, "source": source, "knn": k}
+
+
+def sampler_row(size, channels, seconds=5.0):
+    """Images per second from in-memory uint8 images through EpisodeSampler, collate and crop-flip."""
+    import torch
+
+    from egnn.data import FewShotSplit
+    from egnn.data.transforms import augment
+    from egnn.episodes import EpisodeSampler
+    from egnn.graph import collate
+
+    classes, per_class = 64, 100
+    images = torch.randint(0, 256, (classes * per_class, channels, size, size), dtype=torch.uint8)
+    split = FewShotSplit(images, torch.arange(classes).repeat_interleave(per_class), [str(c) for c in range(classes)])
+    sampler = EpisodeSampler(split, 5, 5, 1, seed=0)
+    done, it, start = 0, 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        batch = collate(sampler.batch(it * 40, 40))
+        batch.x = augment(batch.x, "crop-flip", torch.Generator().manual_seed(it))
+        done += batch.x.shape[0]
+        it += 1
+    return {"images_per_s": done / (time.perf_counter() - start)}
+
+
+ROWS = {"graph": graph_row, "full": full_row, "eval15": eval15_row, "scale": scale_row, "big": big_episode_row,
+        "sampler": sampler_row}
+
+
+def run_one(kind: str, threads: int, **kwargs) -> dict:
+    """Run one measurement in a fresh interpreter; add its peak RSS."""
+    spec = json.dumps({"kind": kind, "threads": threads, "kwargs": kwargs})
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    proc = subprocess.run([sys.executable, __file__, "--one", spec], capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        return {"kind": kind, **kwargs, "error": proc.stderr.strip().splitlines()[-1] if proc.stderr else "failed"}
+    row = json.loads(proc.stdout.strip().splitlines()[-1])
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def _child(spec: str) -> None:
+    import torch
+
+    s = json.loads(spec)
+    torch.set_num_threads(s["threads"])
+    out = ROWS[s["kind"]](**s["kwargs"])
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"kind": s["kind"], **s["kwargs"], **out, "peak_gb": round(peak_kb / 2**20, 3)}))
+
+
+# -- report ----------------------------------------------------------------------------------------------
+def table(rows: list[dict]) -> str:
+    lines = ["| setting | reference (s/it) | ours, all ordered pairs (s/it) | ours (s/it) | speed-up | ours, eval (s/it) |",
+             "|---|---|---|---|---|---|"]
+    for key, ref in REFERENCE["graph"].items():
+        setting, mode = key.split("-")
+        pick = lambda sym: next((r for r in rows if r["kind"] == "graph" and r["setting"] == setting  # noqa: E731
+                                 and r["transductive"] == (mode == "trans") and r["symmetric"] == sym), None)
+        ours, allp = pick(True), pick(False)
+        if ours and "train_s" in ours:
+            lines.append(f"| graph only, {setting} {mode} | {ref:.2f} | {allp['train_s']:.3f} | {ours['train_s']:.3f} | "
+                         f"{ref / ours['train_s']:.1f}x | {ours['eval_s']:.3f} |")
+    lines += ["", "| full iteration (Conv-4, 84x84, 40 tasks) | reference (s/it) | ours (s/it) | speed-up | peak GB |",
+              "|---|---|---|---|---|"]
+    for r in rows:
+        if r["kind"] == "full" and "train_s" in r:
+            key = f"{r['setting']}-{'trans' if r['transductive'] else 'nontrans'}"
+            ref = REFERENCE["full"].get(key)
+            opts = ", channels-last" if r.get("channels_last") else ""
+            speed = f"{ref / r['train_s']:.1f}x" if ref else "-"
+            lines.append(f"| {r['setting']} {key.split('-')[1]}{opts} | {ref or '-'} | {r['train_s']:.2f} | {speed} | "
+                         f"{r['peak_gb']:.2f} |")
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(10, 4))
+    for graph, style in (("dense", "o-"), ("sparse", "s--")):
+        pts = sorted((r["nodes"], r["seconds"], r["peak_gb"]) for r in rows
+                     if r["kind"] == "scale" and r["graph"] == graph and "seconds" in r)
+        if pts:
+            n, t, m = zip(*pts)
+            ax_t.loglog(n, t, style, label=f"{graph}" + (" (kNN, k=20)" if graph == "sparse" else " (all pairs)"))
+            ax_m.loglog(n, m, style, label=graph)
+    ax_t.set(xlabel="nodes per episode", ylabel="seconds (3 graph layers, inference)", title="time")
+    ax_m.set(xlabel="nodes per episode", ylabel="peak memory (GB, whole process)", title="memory")
+    for ax in (ax_t, ax_m):
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, to check the script")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--checkpoint", help="trained Omniglot EGNN for the 5000-node episode (else untrained)")
+    parser.add_argument("--out", default=str(ROOT / "results" / "bench_speed.json"))
+    args = parser.parse_args()
+    if args.one:
+        return _child(args.one)
+    t, q = args.threads, args.quick
+    rows = []
+    for setting in SETTINGS:
+        for trans in (True, False):
+            for sym in (True, False):
+                rows.append(run_one("graph", t, setting=setting, transductive=trans, symmetric=sym,
+                                    repeat=1 if q else 5, tasks=4 if q else 40))
+    for setting in SETTINGS:
+        for trans in (True, False):
+            rows.append(run_one("full", t, setting=setting, transductive=trans, repeat=1 if q else 3,
+                                tasks=2 if q else 40))
+    rows.append(run_one("full", t, setting="5w5s", transductive=True, channels_last=True, repeat=1 if q else 3,
+                        tasks=2 if q else 40))
+    for setting in SETTINGS:
+        rows.append(run_one("eval15", t, setting=setting, transductive=True, episodes=2 if q else 10))
+    sizes = [25, 50, 100] if q else [25, 50, 100, 200, 500, 1000, 2000]
+    for n in sizes:
+        rows.append(run_one("scale", t, nodes=n, graph="dense", repeat=1 if q else 3))
+    for n in sizes + ([] if q else [5000]):
+        rows.append(run_one("scale", t, nodes=n, graph="sparse", repeat=1 if q else 3))
+    if not q:
+        rows.append(run_one("big", t, checkpoint=args.checkpoint))
+    for size, ch in ((84, 3), (28, 1)):
+        rows.append(run_one("sampler", t, size=size, channels=ch, seconds=1.0 if q else 5.0))
+    revision = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    out = {"command": " ".join(["python", "scripts/bench_speed.py", *sys.argv[1:]]), "git_revision": revision,
+           "threads": t, "torch": __import__("torch").__version__, "reference": REFERENCE, "rows": rows}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+    plot(rows, ROOT / "docs" / ("scaling_quick.png" if q else "scaling.png"))
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()
