@@ -31,6 +31,7 @@ class Conv4(nn.Module):
         self.head = nn.Sequential(nn.Flatten(), nn.Linear(c * s * s, out_features), nn.BatchNorm1d(out_features))
         self.out_features = out_features
         self.reset_parameters()
+        self.features.to(memory_format=torch.channels_last)  # see forward
 
     def reset_parameters(self) -> None:
         for m in self.modules():
@@ -38,7 +39,8 @@ class Conv4(nn.Module):
                 m.reset_parameters()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
+        # channels-last: oneDNN's convolutions and pooling run ~1.6x faster on CPU; the math is unchanged
+        return self.head(self.features(x.contiguous(memory_format=torch.channels_last)))
 
 
 @register_backbone
