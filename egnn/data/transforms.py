@@ -49,14 +49,15 @@ def crop_padding(image_size: int) -> int:
 
 
 def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
-    """Zero-pad by ``padding`` and crop back to ``H x W`` at an independent random offset per image."""
+    """Zero-pad by ``padding`` and crop back to ``H x W`` at an independent random offset per image:
+    two gathers (rows, then columns) over the whole batch."""
     t, c, h, w = images.shape
     padded = torch.nn.functional.pad(images, (padding,) * 4)  # (T, C, H + 2p, W + 2p)
-    dy, dx = torch.randint(0, 2 * padding + 1, (2, t, 1), generator=generator)  # (T, 1) each
-    rows = (dy + torch.arange(h)).to(images.device)  # (T, H)
-    cols = (dx + torch.arange(w)).to(images.device)  # (T, W)
-    idx = torch.arange(t, device=images.device)[:, None, None]
-    return padded.permute(0, 2, 3, 1)[idx, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2).contiguous()
+    dy, dx = torch.randint(0, 2 * padding + 1, (2, t), generator=generator).to(images.device)  # (T,) each
+    rows = (dy[:, None] + torch.arange(h, device=images.device))[:, None, :, None]  # (T, 1, H, 1)
+    out = padded.gather(2, rows.expand(t, c, h, w + 2 * padding))  # (T, C, H, W + 2p)
+    cols = (dx[:, None] + torch.arange(w, device=images.device))[:, None, None, :]  # (T, 1, 1, W)
+    return out.gather(3, cols.expand(t, c, h, w))  # (T, C, H, W)
 
 
 def random_flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
