@@ -7,7 +7,7 @@ import math
 import random
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,21 @@ from egnn.episodes import EpisodeSampler
 from egnn.errors import ConfigError, UserError
 from egnn.graph import collate
 from egnn.losses import mean_ci95, query_accuracy
+from egnn.memory import check_graph_memory
 from egnn.methods import FewShotMethod, method_class
+
+
+@contextmanager
+def out_of_memory_hint(batch_flag: str):
+    """Turn an allocation failure into one line that names the fix."""
+    try:
+        yield
+    except (torch.OutOfMemoryError, MemoryError, RuntimeError) as exc:
+        text = str(exc)
+        if not isinstance(exc, (torch.OutOfMemoryError, MemoryError)) and "allocate" not in text and "out of memory" not in text:
+            raise
+        raise UserError(f"out of memory running an episode batch ({text.splitlines()[0][:80]}): lower {batch_flag}, "
+                        f"or use sparse graphs with --knn 20") from None
 
 
 def seed_everything(seed: int) -> None:
@@ -82,12 +96,18 @@ def evaluate(method: FewShotMethod, split: FewShotSplit, *, way: int, shot: int,
     """Accuracy over ``episodes`` fixed episodes: episode ``i`` depends only on ``(seed, i)``."""
     sampler = EpisodeSampler(split, way, shot, query, seed=seed, label_ratio=label_ratio,
                              drop_unlabeled=drop_unlabeled)
+    gnn = getattr(method, "gnn", None)
+    if gnn is not None:  # EGNN's dense graphs are the memory hog
+        check_graph_memory(tasks=batch_size, way=way, shot=shot, query=query, transductive=transductive,
+                           layers=len(gnn.edge_updates), edge_features=gnn.edge_updates[0].similarity[-1].in_features,
+                           training=False, knn=getattr(method, "knn", 0), batch_flag="--eval-batch (egnn eval: --batch)")
     was_training = method.training
     method.eval()
     start, accs, extra = time.perf_counter(), [], {}
     for first in range(0, episodes, batch_size):
         batch = collate(sampler.batch(first, min(batch_size, episodes - first))).to(device)
-        out = method(batch, transductive=transductive)
+        with out_of_memory_hint("--eval-batch (egnn eval: --batch)"):
+            out = method(batch, transductive=transductive)
         accs.append(query_accuracy(out.logits, out.query_labels).cpu())
         for k, v in out.episode_metrics.items():
             extra.setdefault(k, []).append(v.cpu())
@@ -123,9 +143,14 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
         self.device = resolve_device(cfg.device)
         self.splits = splits or load_dataset(cfg.dataset, cfg.data_root, cfg.image_size)
-        for name in ("train", "val", "test"):  # fail before any work if an episode cannot be built
+        for name in ("train", "val", "test"):  # fail before any work if an episode cannot be built or fit
             q, way = (max(cfg.query, cfg.query_max), cfg.way) if name == "train" else (cfg.eval_query, cfg.test_way or cfg.way)
             EpisodeSampler(self.splits[name], way, cfg.shot, q, label_ratio=cfg.label_ratio)
+            if cfg.model == "egnn":
+                check_graph_memory(tasks=cfg.tasks_per_batch if name == "train" else cfg.eval_batch, way=way,
+                                   shot=cfg.shot, query=q, transductive=cfg.transductive, layers=cfg.layers,
+                                   edge_features=cfg.edge_features, training=name == "train", knn=cfg.knn,
+                                   batch_flag="--tasks-per-batch" if name == "train" else "--eval-batch")
         seed_everything(cfg.seed)  # fixes the initialisation
         self.image_shape = self.splits["train"].image_shape  # (C, H, W)
         self.method = build_method(cfg, self.image_shape[0], self.image_shape[-1]).to(self.device)
@@ -206,8 +231,9 @@ class Trainer:
         if self.augment != "none":  # a pure function of (seed, iteration, rank), like the episodes: resumes bitwise
             gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 7_777_777_777 + self.iteration * 997 + self.rank)
             batch.x = augment(batch.x, self.augment, gen)
-        out = self.model(batch.to(self.device), transductive=cfg.transductive)
-        loss = self.method.loss(out)
+        with out_of_memory_hint("--tasks-per-batch"):
+            out = self.model(batch.to(self.device), transductive=cfg.transductive)
+            loss = self.method.loss(out)
         if not torch.isfinite(loss):
             raise UserError(f"loss became {loss.item()} at iteration {self.iteration + 1}; the last good checkpoint "
                             f"is kept in {self.out}: lower --lr, or resume with --resume")

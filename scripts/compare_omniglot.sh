@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The baseline runs behind results/compare_omniglot_{5w1s,20w1s}.*: the node-labeling GNN and ProtoNet trained with
-# EGNN's budget (5w1s: 1000 iterations of 40 tasks; 20w1s: 600 iterations of 20 tasks), one thread per run, two
+# EGNN's budget (5w1s: 1000 iterations of 40 tasks; 20w1s: 400 iterations of 20 tasks), one thread per run, two
 # chains in parallel on a 2-core CPU. Runs resume where they stopped. Then `egnn compare` evaluates every model
 # on the same 1000 test episodes (see configs/compare_omniglot_*.yaml).
 set -euo pipefail
@@ -15,6 +15,6 @@ train() {  # model way iterations tasks normalize
 }
 case "${1:-all}" in
   5w) train gnn 5 1000 40 off; train protonet 5 1000 40 off ;;
-  20w) train gnn 20 600 20 on; train protonet 20 600 20 on ;;
-  all) (train gnn 5 1000 40 off; train protonet 5 1000 40 off) & (train gnn 20 600 20 on; train protonet 20 600 20 on) & wait ;;
+  20w) train gnn 20 400 20 on; train protonet 20 400 20 on ;;
+  all) (train gnn 5 1000 40 off; train protonet 5 1000 40 off) & (train gnn 20 400 20 on; train protonet 20 400 20 on) & wait ;;
 esac

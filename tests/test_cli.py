@@ -110,3 +110,28 @@ def test_datasets_lists_what_is_where(omniglot_root):
     proc = egnn("datasets", "--data-root", omniglot_root)
     assert proc.returncode == 0
     assert "glyphs     embedded" in proc.stdout and f"present at {omniglot_root}/omniglot-py" in proc.stdout
+
+
+def test_episode_batch_too_large_for_memory_names_the_fix(tmp_path):
+    proc = egnn("train", "--way", 5, "--shot", 5, "--tasks-per-batch", 40, "--out", tmp_path / "r",
+                env={"EGNN_MEMORY_GB": "0.01"})
+    assert_user_error(proc, "dense graphs needs about", "lower --tasks-per-batch", "--knn 20")
+    assert not (tmp_path / "r").exists()  # nothing half-written
+
+
+def test_allocation_failure_mid_run_names_the_fix(tmp_path, monkeypatch):
+    from egnn.config import make_config
+    from egnn.errors import UserError
+    from egnn.methods.egnn import EGNNMethod
+    from egnn.trainer import Trainer
+    from tests.test_trainer import SPLITS
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: you tried "
+                           "to allocate 99999999999 bytes")
+
+    trainer = Trainer(make_config(way=3, shot=1, query=2, eval_query=2, iterations=2, tasks_per_batch=2,
+                                  embedding=16, node_features=8, edge_features=8, out=str(tmp_path / "r")), SPLITS)
+    monkeypatch.setattr(EGNNMethod, "forward", fail)
+    with pytest.raises(UserError, match="out of memory running an episode batch.*lower --tasks-per-batch.*--knn"):
+        trainer.step()

@@ -1,0 +1,47 @@
+"""Refuse episode batches that cannot fit in memory, before they are built, with the fix in the message.
+
+Dense EGNN graphs cost O(B N^2): every ordered pair of nodes goes through the edge MLP in every layer. The
+estimate below is deliberately simple (bytes per pair per layer, measured on CPU with the default widths,
+scaled by the width); it only has to catch batches that are clearly too big, e.g. 15-query 20-way episodes
+evaluated 50 at a time, or a 5000-node episode, which belongs on the sparse path (``--knn``).
+"""
+from __future__ import annotations
+
+import os
+
+from egnn.errors import UserError
+
+TRAIN_BYTES_PER_PAIR = 3600  # per ordered pair and layer at 96 edge features: activations kept for backward
+EVAL_BYTES_PER_PAIR = 1200  # per ordered pair at 96 edge features, inference: one layer's transients at a time
+
+
+def available_bytes() -> int | None:
+    """The memory budget: ``$EGNN_MEMORY_GB`` if set, else Linux's MemAvailable; None if unknown."""
+    if os.environ.get("EGNN_MEMORY_GB"):
+        return int(float(os.environ["EGNN_MEMORY_GB"]) * 2**30)
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def dense_graph_bytes(graphs: int, nodes: int, layers: int, edge_features: int, training: bool) -> int:
+    per_pair = TRAIN_BYTES_PER_PAIR * layers if training else EVAL_BYTES_PER_PAIR
+    return int(graphs * nodes * nodes * per_pair * edge_features / 96)
+
+
+def check_graph_memory(*, tasks: int, way: int, shot: int, query: int, transductive: bool, layers: int,
+                       edge_features: int, training: bool, knn: int = 0, batch_flag: str = "--tasks-per-batch") -> None:
+    """Raise a :class:`UserError` naming the fix if a batch of dense episode graphs exceeds the memory budget."""
+    if transductive and knn:
+        return  # sparse graphs grow with the edges
+    graphs, nodes = (tasks, way * (shot + query)) if transductive else (tasks * way * query, way * shot + 1)
+    need, budget = dense_graph_bytes(graphs, nodes, layers, edge_features, training), available_bytes()
+    if budget is not None and need > budget:
+        raise UserError(
+            f"a batch of {tasks} {way}-way episodes with {nodes}-node dense graphs needs about {need / 2**30:.1f} GB, "
+            f"more than the {budget / 2**30:.1f} GB available: lower {batch_flag}, or use sparse graphs with --knn 20")
