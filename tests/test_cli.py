@@ -67,6 +67,12 @@ def test_impossible_episodes_on_omniglot(omniglot_root, tmp_path, args, needles)
     (["--way", 0], ["way must be at least"]),
     (["--label-ratio", 1.5], ["label-ratio"]),
     (["--device", "tpu"], ["device"]),
+    (["--query", 5, "--query-max", 3], ["query-max must be 0"]),
+    (["--augment", "rotate"], ["augment must be auto, none, crop or crop-flip"]),
+    (["--normalize", "yes"], ["normalize must be auto, on or off"]),
+    (["--knn", -1], ["knn must be 0"]),
+    (["--layers", 0], ["layers must be at least 1"]),
+    (["--iterations", -5], ["iterations must be at least 1"]),
 ])
 def test_bad_flags(tmp_path, args, needles):
     assert_user_error(egnn("train", "--out", tmp_path / "r", *args), *needles)
