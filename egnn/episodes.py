@@ -61,6 +61,9 @@ class EpisodeSampler:
         self.split, self.way, self.shot, self.query = split, way, shot, query
         self.seed, self.label_ratio, self.drop_unlabeled = seed, label_ratio, drop_unlabeled
         self.labeled_shots = round(label_ratio * shot)
+        way_ids = torch.arange(way)  # labels and labeled flags are the same in every episode: build them once
+        self._labels = torch.cat([way_ids.repeat_interleave(shot), way_ids.repeat_interleave(query)])
+        self._labeled = (torch.arange(shot) < self.labeled_shots).repeat(way)
 
     def generator(self, index: int) -> torch.Generator:
         return torch.Generator().manual_seed(self.seed * 1_000_003 + index)
@@ -75,10 +78,7 @@ class EpisodeSampler:
         keys = keys.masked_fill(torch.arange(keys.shape[1]) >= counts[:, None], 2.0)
         picks = keys.argsort(1)[:, :per_class] + split.class_offsets[classes][:, None]  # (way, shot + query)
         order = torch.cat([picks[:, :self.shot].flatten(), picks[:, self.shot:].flatten()])
-        labels = torch.arange(way)
-        labels = torch.cat([labels.repeat_interleave(self.shot), labels.repeat_interleave(self.query)])
-        labeled = (torch.arange(self.shot) < self.labeled_shots).repeat(way)
-        episode = Episode(split.images[order], labels, labeled, classes, way, self.shot, self.query)
+        episode = Episode(split.images[order], self._labels, self._labeled, classes, way, self.shot, self.query)
         return without_unlabeled(episode) if self.drop_unlabeled else episode
 
     def batch(self, start: int, count: int) -> list[Episode]:

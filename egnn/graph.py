@@ -49,7 +49,36 @@ def episode_to_graph(episode: Episode) -> Data:
 
 
 def collate(episodes: list[Episode]) -> Batch:
-    return Batch.from_data_list([episode_to_graph(e) for e in episodes])
+    """One PyG ``Batch`` of episode graphs. Episodes of one shape (the usual case: one sampler) are batched
+    with whole-batch tensor ops; the result is identical to ``Batch.from_data_list`` of :func:`episode_to_graph`."""
+    first = episodes[0]
+    if any(e.labels.shape != first.labels.shape or e.way != first.way or not torch.equal(e.labeled, first.labeled)
+           for e in episodes):
+        return Batch.from_data_list([episode_to_graph(e) for e in episodes])
+    b, n, s = len(episodes), first.labels.numel(), first.way * first.shot
+    y = torch.stack([e.labels for e in episodes])  # (B, N)
+    support = torch.arange(n) < s
+    labeled = torch.zeros(n, dtype=torch.bool)
+    labeled[:s] = first.labeled
+    same = y[:, :, None] == y[:, None, :]  # (B, N, N)
+    known = labeled[:, None] & labeled[None, :]  # (N, N), the same in every episode
+    sim = torch.where(known, same.float(), 0.5)
+    sim[:, torch.arange(n), torch.arange(n)] = 1.0
+    pairs = torch.stack(torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")).flatten(1)  # (2, N*N)
+    offsets = (torch.arange(b) * n).repeat_interleave(n * n)  # (B*N*N,)
+    return Batch(
+        x=torch.cat([e.images for e in episodes]),
+        y=y.flatten(),
+        support_mask=support.repeat(b),
+        query_mask=(~support).repeat(b),
+        labeled_mask=labeled.repeat(b),
+        edge_index=pairs.repeat(1, b) + offsets,
+        edge_attr=torch.stack([sim, 1 - sim], -1).view(b * n * n, 2),
+        edge_label=same.float().flatten(),
+        way=torch.full((b,), first.way),
+        batch=torch.arange(b).repeat_interleave(n),
+        ptr=torch.arange(b + 1) * n,
+    )
 
 
 @dataclass

@@ -43,3 +43,19 @@ def test_batch_dense_view_matches_each_graph():
         assert torch.equal(dense.init_edges[i], episode_to_graph(ep).edge_attr.view(n, n, 2))
         assert torch.equal(dense.y[i], ep.labels)
     assert dense.way == 3
+
+
+def test_fast_collate_equals_pyg_batching():
+    """The whole-batch collate builds exactly the tensors of Batch.from_data_list, semi-supervised included."""
+    from torch_geometric.data import Batch
+
+    from egnn.graph import collate, episode_to_graph
+    from tests.conftest import make_episode
+
+    for labeled_shots in (None, 1):
+        eps = [make_episode(way=3, shot=2, query=2, labeled_shots=labeled_shots, seed=s) for s in range(4)]
+        fast, slow = collate(eps), Batch.from_data_list([episode_to_graph(e) for e in eps])
+        for key in ("x", "y", "support_mask", "query_mask", "labeled_mask", "edge_index", "edge_attr", "edge_label",
+                    "way", "batch", "ptr"):
+            a, b = getattr(fast, key), getattr(slow, key)
+            assert a.dtype == b.dtype and torch.equal(a, b), key
