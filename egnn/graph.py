@@ -27,13 +27,17 @@ def init_edge_attr(labels: torch.Tensor, labeled: torch.Tensor) -> torch.Tensor:
     return torch.stack([sim, 1 - sim], -1)
 
 
-def episode_to_graph(episode: Episode) -> Data:
-    """One episode -> one ``Data`` with ``N = way * (shot + query)`` nodes and ``N * N`` edges (self-loops included)."""
+def episode_to_graph(episode: Episode, full_edges: bool = True) -> Data:
+    """One episode -> one ``Data`` with ``N = way * (shot + query)`` nodes and ``N * N`` edges (self-loops included);
+    ``full_edges=False`` leaves the edges out, for methods that build their own sparse graph (``--knn``)."""
     n, s = episode.labels.numel(), episode.way * episode.shot
     support = torch.arange(n) < s
     labeled = torch.zeros(n, dtype=torch.bool)
     labeled[:s] = episode.labeled
     y = episode.labels
+    if not full_edges:
+        return Data(x=episode.images, y=y, support_mask=support, query_mask=~support, labeled_mask=labeled,
+                    way=episode.way, num_nodes=n)
     edge_index = torch.stack(torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")).flatten(1)  # (2, N*N)
     return Data(
         x=episode.images,  # (N, C, H, W) uint8
@@ -48,37 +52,32 @@ def episode_to_graph(episode: Episode) -> Data:
     )
 
 
-def collate(episodes: list[Episode]) -> Batch:
+def collate(episodes: list[Episode], full_edges: bool = True) -> Batch:
     """One PyG ``Batch`` of episode graphs. Episodes of one shape (the usual case: one sampler) are batched
-    with whole-batch tensor ops; the result is identical to ``Batch.from_data_list`` of :func:`episode_to_graph`."""
+    with whole-batch tensor ops; the result is identical to ``Batch.from_data_list`` of :func:`episode_to_graph`.
+    ``full_edges=False`` builds nodes only (a 5000-node episode would otherwise carry 25M edges)."""
     first = episodes[0]
     if any(e.labels.shape != first.labels.shape or e.way != first.way or not torch.equal(e.labeled, first.labeled)
            for e in episodes):
-        return Batch.from_data_list([episode_to_graph(e) for e in episodes])
+        return Batch.from_data_list([episode_to_graph(e, full_edges) for e in episodes])
     b, n, s = len(episodes), first.labels.numel(), first.way * first.shot
     y = torch.stack([e.labels for e in episodes])  # (B, N)
     support = torch.arange(n) < s
     labeled = torch.zeros(n, dtype=torch.bool)
     labeled[:s] = first.labeled
+    nodes = dict(x=torch.cat([e.images for e in episodes]), y=y.flatten(), support_mask=support.repeat(b),
+                 query_mask=(~support).repeat(b), labeled_mask=labeled.repeat(b), way=torch.full((b,), first.way),
+                 batch=torch.arange(b).repeat_interleave(n), ptr=torch.arange(b + 1) * n)
+    if not full_edges:
+        return Batch(**nodes)
     same = y[:, :, None] == y[:, None, :]  # (B, N, N)
     known = labeled[:, None] & labeled[None, :]  # (N, N), the same in every episode
     sim = torch.where(known, same.float(), 0.5)
     sim[:, torch.arange(n), torch.arange(n)] = 1.0
     pairs = torch.stack(torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")).flatten(1)  # (2, N*N)
     offsets = (torch.arange(b) * n).repeat_interleave(n * n)  # (B*N*N,)
-    return Batch(
-        x=torch.cat([e.images for e in episodes]),
-        y=y.flatten(),
-        support_mask=support.repeat(b),
-        query_mask=(~support).repeat(b),
-        labeled_mask=labeled.repeat(b),
-        edge_index=pairs.repeat(1, b) + offsets,
-        edge_attr=torch.stack([sim, 1 - sim], -1).view(b * n * n, 2),
-        edge_label=same.float().flatten(),
-        way=torch.full((b,), first.way),
-        batch=torch.arange(b).repeat_interleave(n),
-        ptr=torch.arange(b + 1) * n,
-    )
+    return Batch(**nodes, edge_index=pairs.repeat(1, b) + offsets,
+                 edge_attr=torch.stack([sim, 1 - sim], -1).view(b * n * n, 2), edge_label=same.float().flatten())
 
 
 @dataclass

@@ -101,11 +101,12 @@ def evaluate(method: FewShotMethod, split: FewShotSplit, *, way: int, shot: int,
         check_graph_memory(tasks=batch_size, way=way, shot=shot, query=query, transductive=transductive,
                            layers=len(gnn.edge_updates), edge_features=gnn.edge_updates[0].similarity[-1].in_features,
                            training=False, knn=getattr(method, "knn", 0), batch_flag="--eval-batch (egnn eval: --batch)")
+    sparse = transductive and getattr(method, "knn", 0) > 0  # builds its own kNN edges
     was_training = method.training
     method.eval()
     start, accs, extra = time.perf_counter(), [], {}
     for first in range(0, episodes, batch_size):
-        batch = collate(sampler.batch(first, min(batch_size, episodes - first))).to(device)
+        batch = collate(sampler.batch(first, min(batch_size, episodes - first)), full_edges=not sparse).to(device)
         with out_of_memory_hint("--eval-batch (egnn eval: --batch)"):
             out = method(batch, transductive=transductive)
         accs.append(query_accuracy(out.logits, out.query_labels).cpu())
@@ -227,7 +228,8 @@ class Trainer:
         cfg = self.cfg
         sampler = self.train_sampler(self.batch_query())
         local = cfg.tasks_per_batch // self.world  # this rank's share of the meta-batch
-        batch = collate(sampler.batch(self.iteration * cfg.tasks_per_batch + self.rank * local, local))
+        batch = collate(sampler.batch(self.iteration * cfg.tasks_per_batch + self.rank * local, local),
+                        full_edges=not (cfg.transductive and cfg.knn))
         if self.augment != "none":  # a pure function of (seed, iteration, rank), like the episodes: resumes bitwise
             gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 7_777_777_777 + self.iteration * 997 + self.rank)
             batch.x = augment(batch.x, self.augment, gen)

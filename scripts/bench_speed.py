@@ -32,7 +32,7 @@ SETTINGS = {"5w1s": (5, 1), "5w5s": (5, 5)}
 
 
 # -- measurements (each runs in its own process) ------------------------------------------------------------
-def _episodes(way, shot, query, tasks, size, channels=3, seed=0):
+def _episodes(way, shot, query, tasks, size, channels=3, seed=0, full_edges=True):
     import torch
 
     from egnn.episodes import Episode
@@ -44,7 +44,7 @@ def _episodes(way, shot, query, tasks, size, channels=3, seed=0):
         labels = torch.cat([torch.arange(way).repeat_interleave(shot), torch.arange(way).repeat_interleave(query)])
         images = torch.randint(0, 256, (labels.numel(), channels, size, size), generator=g, dtype=torch.uint8)
         eps.append(Episode(images, labels, torch.ones(way * shot, dtype=torch.bool), torch.arange(way), way, shot, query))
-    return collate(eps)
+    return collate(eps, full_edges=full_edges)
 
 
 def _method(image_size=84, symmetric=True, knn=0, channels=3):
@@ -149,7 +149,7 @@ def scale_row(nodes, graph, k=20, repeat=3):
 
     way, shot = 5, 5
     query = max(1, (nodes - way * shot) // way)
-    batch = _episodes(way, shot, query, 1, size=2, channels=1)
+    batch = _episodes(way, shot, query, 1, size=2, channels=1, full_edges=graph == "dense")
     n = batch.y.numel()
     method = _method(knn=k if graph == "sparse" else 0).eval()
     v = torch.randn(n, 128, generator=torch.Generator().manual_seed(1))
@@ -184,10 +184,10 @@ def big_episode_row(k=20, checkpoint=None):
         from egnn.episodes import EpisodeSampler
 
         split = load_dataset("omniglot")["test"]
-        batch = collate([EpisodeSampler(split, way, shot, query, seed=0).episode(0)])
+        batch = collate([EpisodeSampler(split, way, shot, query, seed=0).episode(0)], full_edges=False)
         source = "omniglot/test"
     except Exception:  # no Omniglot here: the same shapes from random pixels
-        batch = _episodes(way, shot, query, 1, size=28, channels=1)
+        batch = _episodes(way, shot, query, 1, size=28, channels=1, full_edges=False)
     if checkpoint:
         from egnn.trainer import load_trained
 

@@ -153,3 +153,15 @@ def test_random_queries_per_batch_are_seeded_and_in_range(tmp_path):
     assert again.batch_query() == draws[7]
     with pytest.raises(UserError, match="query-max"):
         tiny_config(tmp_path, query=3, query_max=2)
+
+
+def test_sparse_evaluation_with_every_neighbour_matches_dense(tmp_path):
+    """egnn eval --knn: node-only graphs, kNN edges built in the method; with k >= N it is the dense result."""
+    fit(tiny_config(tmp_path))
+    method, cfg = load_trained(tmp_path / "best.pt")
+    kw = dict(way=3, shot=1, query=2, episodes=6, transductive=True, seed=cfg.eval_seed, batch_size=3)
+    dense = evaluate(method, SPLITS["test"], **kw)
+    method.knn = 50
+    sparse = evaluate(method, SPLITS["test"], **kw)
+    assert sparse.protocol["graph"] == "knn50" and dense.protocol["graph"] == "dense"
+    assert torch.allclose(torch.tensor(sparse.per_episode), torch.tensor(dense.per_episode))
