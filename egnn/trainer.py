@@ -84,6 +84,8 @@ class EvalResult:
     def __str__(self) -> str:
         p = self.protocol
         mode = "transductive" if p["transductive"] else "non-transductive"
+        if p.get("graph", "dense") != "dense":
+            mode += f" ({p['graph']} graph)"
         return (f"{p['dataset']}/{p['split']} {p['way']}-way {p['shot']}-shot, {p['query']} queries/class, "
                 f"{mode}, label ratio {p['label_ratio']}, {p['episodes']} episodes (seed {p['seed']}): "
                 f"accuracy {100 * self.accuracy:.2f} ± {100 * self.accuracy_ci95:.2f}%")
