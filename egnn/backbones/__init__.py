@@ -22,4 +22,4 @@ def create_backbone(name: str, **kwargs) -> nn.Module:
     return BACKBONES[name](**kwargs)
 
 
-from egnn.backbones import conv4  # noqa: E402,F401  (registers)
+from egnn.backbones import conv4, resnet12  # noqa: E402,F401  (registers)
