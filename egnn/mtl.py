@@ -1,0 +1,81 @@
+"""Meta-Transfer Learning pieces (Sun, Liu, Chua & Schiele, CVPR 2019): the base learner fitted on each
+task's support set, and the hard-task (HT) meta-batch.
+
+HT, from the paper's description (the public MTL code does not include it): after each meta-batch, take in every
+task the class with the lowest query accuracy; the next meta-batch then holds, besides its ordinary tasks, tasks
+re-sampled from those failure classes (new images of the same classes).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from egnn.episodes import Episode, EpisodeSampler
+
+
+def fit_classifier(support: torch.Tensor, labels: torch.Tensor, way: int, steps: int = 20, lr: float = 0.1,
+                   init: torch.Tensor | None = None) -> torch.Tensor:
+    """MTL's base learner: a linear classifier per task, ``steps`` of gradient descent on the support set,
+    batched over tasks and differentiable (the query loss reaches the features and ``init`` through it).
+
+    Args:
+        support: ``(T, S, D)`` support features; labels: ``(T, S)`` in ``[0, way)``;
+        init: ``(way, D + 1)`` shared initial weights and bias (zeros if None).
+    Returns:
+        ``(T, way, D + 1)`` fitted weights (last column: bias).
+    """
+    t, s, d = support.shape
+    x = torch.cat([support, support.new_ones(t, s, 1)], -1)  # (T, S, D + 1)
+    w = (init if init is not None else support.new_zeros(way, d + 1)).expand(t, way, d + 1)
+    onehot = F.one_hot(labels, way).to(support.dtype)  # (T, S, way)
+    for _ in range(steps):  # cross-entropy gradient in closed form: (softmax - onehot)^T x / S
+        probs = torch.softmax(x @ w.transpose(1, 2), -1)  # (T, S, way)
+        w = w - lr * (probs - onehot).transpose(1, 2) @ x / s
+    return w
+
+
+def classify(query: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Logits ``(T, Q, way)`` of query features ``(T, Q, D)`` under fitted weights ``(T, way, D + 1)``."""
+    return torch.cat([query, query.new_ones(*query.shape[:2], 1)], -1) @ w.transpose(1, 2)
+
+
+def failure_classes(logits: torch.Tensor, labels: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    """The dataset class with the lowest query accuracy in each task (ties: the first), ``(T,)``.
+
+    Args:
+        logits: ``(T, Q, way)``; labels: ``(T, Q)`` episode labels; classes: ``(T, way)`` dataset class of each label.
+    """
+    way = logits.shape[-1]
+    hit = (logits.argmax(-1) == labels).float()  # (T, Q)
+    per_class = torch.zeros(labels.shape[0], way).scatter_add_(1, labels, hit)
+    count = torch.zeros(labels.shape[0], way).scatter_add_(1, labels, torch.ones_like(hit)).clamp_min(1)
+    worst = (per_class / count).argmin(1)  # (T,) episode label
+    return classes.gather(1, worst[:, None]).squeeze(1)
+
+
+class HardTaskSampler:
+    """Hard tasks from failure classes: episode ``i`` draws ``way`` distinct classes from the failure pool
+    (topped up with random classes when the pool is smaller than ``way``), then fresh images of each; a pure
+    function of ``(seed, i, pool)``."""
+
+    def __init__(self, sampler: EpisodeSampler) -> None:
+        self.base = sampler
+
+    def episode(self, index: int, pool: torch.Tensor) -> Episode:
+        base, split = self.base, self.base.split
+        gen = torch.Generator().manual_seed(base.seed * 1_000_003 + 3_333_333_333 + index)
+        pool = pool.unique()
+        pool = pool[torch.randperm(pool.numel(), generator=gen)][:base.way]
+        if pool.numel() < base.way:  # top up with classes outside the pool
+            others = torch.ones(split.num_classes, dtype=torch.bool)
+            others[pool] = False
+            extra = others.nonzero().flatten()
+            pool = torch.cat([pool, extra[torch.randperm(extra.numel(), generator=gen)[:base.way - pool.numel()]]])
+        classes = pool[torch.randperm(base.way, generator=gen)]  # random order = random labels
+        per_class = base.shot + base.query
+        counts = split.class_counts[classes]
+        keys = torch.rand(base.way, int(counts.max()), generator=gen)
+        keys = keys.masked_fill(torch.arange(keys.shape[1]) >= counts[:, None], 2.0)
+        picks = keys.argsort(1)[:, :per_class] + split.class_offsets[classes][:, None]
+        order = torch.cat([picks[:, :base.shot].flatten(), picks[:, base.shot:].flatten()])
+        return Episode(split.images[order], base._labels, base._labeled, classes, base.way, base.shot, base.query)

@@ -1,0 +1,42 @@
+"""MTL's base learner and hard-task (HT) resampling."""
+import torch
+
+from egnn.data import FewShotSplit
+from egnn.episodes import EpisodeSampler
+from egnn.mtl import HardTaskSampler, classify, failure_classes, fit_classifier
+
+
+def test_failure_class_is_the_one_with_the_lowest_query_accuracy():
+    # two tasks, 3-way, 2 queries per class; dataset classes of the episode labels:
+    classes = torch.tensor([[10, 11, 12], [20, 21, 22]])
+    labels = torch.tensor([[0, 0, 1, 1, 2, 2], [0, 0, 1, 1, 2, 2]])
+    pred = torch.tensor([[0, 0, 1, 0, 2, 2],    # task 0: label 1 half right -> class 11
+                         [1, 2, 1, 1, 2, 2]])   # task 1: label 0 never right -> class 20
+    logits = torch.nn.functional.one_hot(pred, 3).float()
+    assert failure_classes(logits, labels, classes).tolist() == [11, 20]
+
+
+def test_hard_tasks_are_drawn_from_the_failure_classes():
+    split = FewShotSplit(torch.zeros(50 * 6, 1, 2, 2, dtype=torch.uint8), torch.arange(50).repeat_interleave(6),
+                         [str(c) for c in range(50)])
+    hard = HardTaskSampler(EpisodeSampler(split, 3, 1, 2, seed=0))
+    pool = torch.tensor([7, 19, 33, 41])
+    for i in range(20):
+        ep = hard.episode(i, pool)
+        assert set(ep.classes.tolist()) <= set(pool.tolist()) and ep.classes.unique().numel() == 3
+    small = hard.episode(0, torch.tensor([5]))  # a pool smaller than the way is topped up
+    assert 5 in small.classes.tolist() and small.classes.unique().numel() == 3
+    assert torch.equal(hard.episode(3, pool).images, hard.episode(3, pool).images)  # seeded
+
+
+def test_base_learner_fits_separable_supports_and_is_differentiable():
+    torch.manual_seed(0)
+    centres = torch.randn(3, 8) * 3
+    support = (centres.repeat_interleave(2, 0) + 0.1 * torch.randn(6, 8))[None].requires_grad_()
+    labels = torch.arange(3).repeat_interleave(2)[None]
+    w = fit_classifier(support, labels, 3, steps=50, lr=0.5)
+    query = centres[None] + 0.1 * torch.randn(1, 3, 8)
+    logits = classify(query, w)
+    assert logits.argmax(-1).tolist() == [[0, 1, 2]]
+    torch.nn.functional.cross_entropy(logits[0], torch.arange(3)).backward()
+    assert support.grad is not None and support.grad.abs().sum() > 0
