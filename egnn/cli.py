@@ -114,6 +114,44 @@ def train(
         typer.echo(f"run saved in {cfg.out}")
 
 
+@app.command()
+@user_errors
+def pretrain(
+    config: Optional[Path] = typer.Option(None, help="YAML config; flags override its keys."),
+    dataset: Optional[str] = typer.Option(None, help="Dataset whose training classes are learned."),
+    data_root: Optional[str] = typer.Option(None, help="Dataset root; default $EGNN_DATA."),
+    image_size: Optional[int] = typer.Option(None, help="Resize images to this size (0: the dataset's own)."),
+    backbone: Optional[str] = typer.Option(None, help="Backbone to pretrain, e.g. resnet12."),
+    widths: Optional[str] = typer.Option(None, help="Backbone widths, e.g. 64,128,256,512 (MTL) or 32,64,96,128."),
+    iterations: Optional[int] = typer.Option(None, help="SGD iterations."),
+    batch_size: int = typer.Option(128, help="Images per iteration."),
+    lr: Optional[float] = typer.Option(None, help="SGD learning rate (divided by 10 at 50% and 75%)."),
+    weight_decay: Optional[float] = typer.Option(None),
+    normalize: Optional[str] = typer.Option(None, help="auto, on or off."),
+    augment: Optional[str] = typer.Option(None, help="auto, none, crop or crop-flip."),
+    way: Optional[int] = typer.Option(None, help="Way of the validation episodes."),
+    shot: Optional[int] = typer.Option(None, help="Shot of the validation episodes."),
+    eval_query: Optional[int] = typer.Option(None, help="Queries per class of the validation episodes."),
+    val_every: Optional[int] = typer.Option(None),
+    val_episodes: Optional[int] = typer.Option(None),
+    seed: Optional[int] = typer.Option(None),
+    threads: Optional[int] = typer.Option(None),
+    out: Optional[str] = typer.Option(None, help="Run directory."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+) -> None:
+    """MTL stage 1: pretrain a backbone as a classifier over all training classes (selected by few-shot val)."""
+    from egnn.config import load_config
+    from egnn.pretrain import pretrain as run
+
+    overrides = {k: v for k, v in locals().items() if k not in ("config", "resume", "batch_size", "run", "load_config")}
+    defaults = {"backbone": "resnet12", "lr": 0.1, "weight_decay": 5e-4, "iterations": 2000, "val_every": 500,
+                "out": "runs/pretrain"}
+    cfg = load_config(config, **{**defaults, **{k: v for k, v in overrides.items() if v is not None}})
+    result = run(cfg, batch_size=batch_size, resume=resume, log=lambda line: typer.echo(line, err=True))
+    typer.echo(f"pretrained {cfg.backbone}: best validation {cfg.way}-way {cfg.shot}-shot accuracy "
+               f"{100 * result['best_val_acc']:.2f}% -> {result['checkpoint']}")
+
+
 @app.command("eval")
 @user_errors
 def evaluate(

@@ -37,6 +37,7 @@ class Config:
     # model
     model: str = "egnn"
     backbone: str = "conv4"
+    widths: str = ""  # backbone widths, e.g. "64,128,256,512" (ResNet-12, MTL paper); empty: the backbone's default
     embedding: int = 128
     layers: int = 3
     node_features: int = 96
@@ -81,6 +82,8 @@ class Config:
             raise ConfigError(f"augment must be auto, none, crop or crop-flip, got '{self.augment}'")
         if self.unlabeled not in ("keep", "drop"):
             raise ConfigError(f"unlabeled must be keep or drop, got '{self.unlabeled}'")
+        if self.widths and not all(w.strip().isdigit() and int(w) > 0 for w in self.widths.split(",")):
+            raise ConfigError(f"widths must be positive integers separated by commas, got '{self.widths}'")
         if self.knn < 0:
             raise ConfigError(f"knn must be 0 (dense graphs) or at least 1, got {self.knn}")
         if self.lr <= 0 or self.weight_decay < 0 or not 0 <= self.dropout < 1:
@@ -88,6 +91,10 @@ class Config:
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ConfigError(f"device must be cpu or cuda, got '{self.device}'")
         return self
+
+    def backbone_widths(self) -> dict[str, Any]:
+        """``{"widths": (...)}`` for :func:`egnn.backbones.create_backbone`, or nothing for the default."""
+        return {"widths": tuple(int(w) for w in self.widths.split(","))} if self.widths else {}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

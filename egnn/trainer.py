@@ -57,7 +57,7 @@ def resolve_device(name: str) -> torch.device:
 
 def build_method(cfg: Config, in_channels: int, image_size: int) -> FewShotMethod:
     backbone = create_backbone(cfg.backbone, in_channels=in_channels, image_size=image_size,
-                               out_features=cfg.embedding, dropout=cfg.dropout)
+                               out_features=cfg.embedding, dropout=cfg.dropout, **cfg.backbone_widths())
     return method_class(cfg.model).from_config(backbone, cfg)
 
 

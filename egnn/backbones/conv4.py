@@ -44,5 +44,6 @@ class Conv4(nn.Module):
 
 
 @register_backbone
-def conv4(in_channels: int = 1, image_size: int = 28, out_features: int = 128, dropout: float = 0.0) -> Conv4:
-    return Conv4(in_channels, image_size, out_features=out_features, dropout=dropout)
+def conv4(in_channels: int = 1, image_size: int = 28, out_features: int = 128, dropout: float = 0.0,
+          widths=(64, 96, 128, 256)) -> Conv4:
+    return Conv4(in_channels, image_size, widths, out_features=out_features or widths[-1], dropout=dropout)
