@@ -79,7 +79,18 @@ def train(
     unlabeled: Optional[str] = typer.Option(None, help="keep the unlabeled supports as graph nodes, or drop them."),
     transductive: Optional[bool] = typer.Option(None, "--transductive/--no-transductive",
                                                 help="Queries share one graph (default) or each sees only the supports."),
-    model: Optional[str] = typer.Option(None, help="Few-shot method."),
+    model: Optional[str] = typer.Option(None, help="Few-shot method: egnn, gnn, protonet or mtl."),
+    backbone: Optional[str] = typer.Option(None, help="Embedding network: conv4, resnet12, or resnet12-mtl "
+                                           "(with --backbone-checkpoint)."),
+    widths: Optional[str] = typer.Option(None, help="Backbone widths, e.g. 64,128,256,512."),
+    backbone_checkpoint: Optional[str] = typer.Option(None, help="Pretrained backbone (egnn pretrain or an MTL run): "
+                                                      "frozen, with Scaling-and-Shifting parameters."),
+    train_ss: Optional[bool] = typer.Option(None, "--train-ss/--freeze-ss",
+                                            help="With --backbone-checkpoint: meta-train the SS parameters or not."),
+    hard_tasks: Optional[bool] = typer.Option(None, "--hard-tasks/--no-hard-tasks",
+                                              help="MTL's hard-task meta-batch from each batch's failure classes."),
+    inner_steps: Optional[int] = typer.Option(None, help="MTL base learner: gradient steps on the support set."),
+    inner_lr: Optional[float] = typer.Option(None, help="MTL base learner: step size."),
     layers: Optional[int] = typer.Option(None, help="Graph layers."),
     knn: Optional[int] = typer.Option(None, help="Sparse transductive graphs: edges from each node's k nearest "
                                       "nodes and supports (0: fully connected)."),

@@ -38,6 +38,11 @@ class Config:
     model: str = "egnn"
     backbone: str = "conv4"
     widths: str = ""  # backbone widths, e.g. "64,128,256,512" (ResNet-12, MTL paper); empty: the backbone's default
+    backbone_checkpoint: str = ""  # pretrained backbone (egnn pretrain, or a run's best.pt): frozen, with SS parameters
+    train_ss: bool = True  # with backbone_checkpoint: meta-train the Scaling-and-Shifting parameters (else frozen too)
+    hard_tasks: bool = False  # MTL's hard-task meta-batch: re-sample tasks from each batch's failure classes
+    inner_steps: int = 20  # MTL base learner: gradient steps on the support set
+    inner_lr: float = 0.1
     embedding: int = 128
     layers: int = 3
     node_features: int = 96
@@ -84,6 +89,11 @@ class Config:
             raise ConfigError(f"unlabeled must be keep or drop, got '{self.unlabeled}'")
         if self.widths and not all(w.strip().isdigit() and int(w) > 0 for w in self.widths.split(",")):
             raise ConfigError(f"widths must be positive integers separated by commas, got '{self.widths}'")
+        if self.backbone == "resnet12-mtl" and not self.backbone_checkpoint:
+            raise ConfigError("backbone resnet12-mtl needs --backbone-checkpoint PATH: the best.pt of egnn pretrain "
+                              "or of an MTL meta-transfer run (egnn train --model mtl --backbone-checkpoint ...)")
+        if self.inner_steps < 0 or self.inner_lr <= 0:
+            raise ConfigError(f"inner-steps must be >= 0 and inner-lr > 0, got {self.inner_steps} and {self.inner_lr}")
         if self.knn < 0:
             raise ConfigError(f"knn must be 0 (dense graphs) or at least 1, got {self.knn}")
         if self.lr <= 0 or self.weight_decay < 0 or not 0 <= self.dropout < 1:

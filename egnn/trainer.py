@@ -23,7 +23,7 @@ from egnn.data import FewShotSplit, load_dataset
 from egnn.data.transforms import augment, resolve_augment, resolve_normalize
 from egnn.distributed import average, barrier, globalize_batchnorm, init_from_env
 from egnn.episodes import EpisodeSampler
-from egnn.errors import ConfigError, UserError
+from egnn.errors import CheckpointError, ConfigError, UserError
 from egnn.graph import collate
 from egnn.losses import mean_ci95, query_accuracy
 from egnn.memory import check_graph_memory
@@ -56,9 +56,52 @@ def resolve_device(name: str) -> torch.device:
 
 
 def build_method(cfg: Config, in_channels: int, image_size: int) -> FewShotMethod:
+    if cfg.backbone_checkpoint:
+        backbone, stats = load_backbone(cfg, in_channels, image_size)
+        method = method_class(cfg.model).from_config(backbone, cfg)
+        if stats is not None:
+            method.set_normalization(*stats)
+        return method
     backbone = create_backbone(cfg.backbone, in_channels=in_channels, image_size=image_size,
                                out_features=cfg.embedding, dropout=cfg.dropout, **cfg.backbone_widths())
     return method_class(cfg.model).from_config(backbone, cfg)
+
+
+def load_backbone(cfg: Config, in_channels: int, image_size: int):
+    """The backbone of ``cfg.backbone_checkpoint`` (an ``egnn pretrain`` run, or a run built on one, e.g. MTL's
+    meta-transfer), frozen, with Scaling-and-Shifting parameters (trainable iff ``cfg.train_ss``); and the input
+    statistics it was trained with."""
+    from egnn.backbones.resnet12 import add_scaling_shifting
+
+    path = cfg.backbone_checkpoint
+    blob = load_checkpoint(path)
+    try:
+        saved = make_config(saved_config(blob["config"]))
+        if (blob["in_channels"], blob["image_size"]) != (in_channels, image_size):
+            raise ConfigError(f"backbone checkpoint {path} expects {blob['in_channels']}x{blob['image_size']}px "
+                              f"images, this dataset has {in_channels}x{image_size}: pass --image-size "
+                              f"{blob['image_size']} or another checkpoint")
+        backbone = create_backbone(saved.backbone if not saved.backbone_checkpoint else
+                                   make_config(saved_config(load_checkpoint(saved.backbone_checkpoint)["config"])).backbone,
+                                   in_channels=in_channels, image_size=image_size, out_features=0,
+                                   **saved.backbone_widths())
+    except KeyError as exc:
+        raise CheckpointError(f"{path} is not a backbone checkpoint ({exc}): pass the best.pt of egnn pretrain") from None
+    state = {k[len("backbone."):]: v for k, v in blob["model"].items() if k.startswith("backbone.")}
+    has_ss = any(k.endswith(".scale") for k in state)
+    if has_ss:
+        add_scaling_shifting(backbone)
+    try:
+        backbone.load_state_dict(state)
+    except RuntimeError as exc:
+        raise CheckpointError(f"backbone checkpoint {path} does not fit {saved.backbone} with widths "
+                              f"'{saved.widths}' ({str(exc).splitlines()[0]})") from None
+    if not has_ss:
+        add_scaling_shifting(backbone)
+    for name, p in backbone.named_parameters():
+        p.requires_grad_(cfg.train_ss and (name.endswith(".scale") or name.endswith(".shift")))
+    mean, std = blob["model"].get("input_mean"), blob["model"].get("input_std")
+    return backbone, ((mean, std) if mean is not None and mean.numel() else None)
 
 
 @dataclass
@@ -157,7 +200,7 @@ class Trainer:
         seed_everything(cfg.seed)  # fixes the initialisation
         self.image_shape = self.splits["train"].image_shape  # (C, H, W)
         self.method = build_method(cfg, self.image_shape[0], self.image_shape[-1]).to(self.device)
-        if resolve_normalize(cfg.normalize, cfg.dataset):
+        if resolve_normalize(cfg.normalize, cfg.dataset) and not cfg.backbone_checkpoint:  # else: the backbone's own
             self.method.set_normalization(*self.splits["train"].channel_stats())
         self.rank, self.world = init_from_env(cfg.device)
         self.model: torch.nn.Module = self.method  # what the training step calls: the method, or its DDP wrapper
@@ -168,7 +211,8 @@ class Trainer:
             globalize_batchnorm(self.method)
             self.model = torch.nn.parallel.DistributedDataParallel(self.method)
         self.augment = resolve_augment(cfg.augment, cfg.dataset)
-        self.optimizer = torch.optim.Adam(self.method.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        trainable = [p for p in self.method.parameters() if p.requires_grad]  # a frozen backbone stays frozen
+        self.optimizer = torch.optim.Adam(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, cfg.lr_halve_every, gamma=0.5)
         self.samplers: dict[int, EpisodeSampler] = {}  # one per queries-per-class value
         self.sampler = self.train_sampler(cfg.query)
@@ -230,8 +274,23 @@ class Trainer:
         cfg = self.cfg
         sampler = self.train_sampler(self.batch_query())
         local = cfg.tasks_per_batch // self.world  # this rank's share of the meta-batch
-        batch = collate(sampler.batch(self.iteration * cfg.tasks_per_batch + self.rank * local, local),
-                        full_edges=not (cfg.transductive and cfg.knn))
+        first = self.iteration * cfg.tasks_per_batch + self.rank * local
+        episodes = sampler.batch(first, local)
+        loss, acc, out = self.update(episodes)
+        if cfg.hard_tasks:  # MTL's HT meta-batch: new tasks from the classes each task failed most
+            from egnn.mtl import HardTaskSampler, failure_classes
+
+            pool = failure_classes(out.logits.detach(), out.query_labels, torch.stack([e.classes for e in episodes]))
+            hard = HardTaskSampler(sampler)
+            self.update([hard.episode(first + t, pool) for t in range(local)])
+        self.scheduler.step()
+        self.iteration += 1
+        return average(loss), average(acc)
+
+    def update(self, episodes) -> tuple[float, float, Any]:
+        """One optimiser step on a list of episodes; returns loss, query accuracy and the method's output."""
+        cfg = self.cfg
+        batch = collate(episodes, full_edges=not (cfg.transductive and cfg.knn))
         if self.augment != "none":  # a pure function of (seed, iteration, rank), like the episodes: resumes bitwise
             gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 7_777_777_777 + self.iteration * 997 + self.rank)
             batch.x = augment(batch.x, self.augment, gen)
@@ -244,9 +303,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        self.scheduler.step()
-        self.iteration += 1
-        return average(loss.item()), average(query_accuracy(out.logits, out.query_labels).mean().item())
+        return loss.item(), query_accuracy(out.logits, out.query_labels).mean().item(), out
 
     def validate(self) -> float:
         return evaluate_config(self.method, self.splits["val"], self.cfg, self.cfg.val_episodes,

@@ -4,8 +4,9 @@ from __future__ import annotations
 from egnn.errors import ConfigError
 from egnn.methods.base import FewShotMethod, MethodOutput
 from egnn.methods.egnn import EGNNMethod
+from egnn.methods.mtl import MTLClassifier
 
-METHODS: dict[str, type[FewShotMethod]] = {"egnn": EGNNMethod}
+METHODS: dict[str, type[FewShotMethod]] = {"egnn": EGNNMethod, "mtl": MTLClassifier}
 
 
 def register_method(name: str):
