@@ -18,6 +18,7 @@ run() {  # way iterations tasks test-episodes name query-flags...
 case "${1:-5w}" in
   5w-q5) run 5 600 10 1000 q5 --query 5 ;;
   5w-q15) run 5 600 10 1000 q15 --query 15 ;;
+  20w-random) run 20 300 5 300 random1-15 --query 1 --query-max 15 ;;
   5w) run 5 600 10 1000 q1 --query 1; run 5 600 10 1000 random1-15 --query 1 --query-max 15
       run 5 600 10 1000 q5 --query 5; run 5 600 10 1000 q15 --query 15 ;;
   20w) run 20 300 5 300 q1 --query 1; run 20 300 5 300 random1-15 --query 1 --query-max 15
