@@ -163,6 +163,46 @@ def pretrain(
                f"{100 * result['best_val_acc']:.2f}% -> {result['checkpoint']}")
 
 
+@app.command("meta-transfer")
+@user_errors
+def meta_transfer(
+    pretrained: str = typer.Option(..., help="best.pt of egnn pretrain: its weights are frozen."),
+    config: Optional[Path] = typer.Option(None, help="YAML config; flags override its keys."),
+    dataset: Optional[str] = typer.Option(None),
+    data_root: Optional[str] = typer.Option(None),
+    way: Optional[int] = typer.Option(None),
+    shot: Optional[int] = typer.Option(None),
+    query: Optional[int] = typer.Option(None),
+    hard_tasks: bool = typer.Option(True, "--hard-tasks/--no-hard-tasks", help="MTL's hard-task meta-batch (HT)."),
+    inner_steps: Optional[int] = typer.Option(None, help="Base-learner gradient steps on the support set."),
+    inner_lr: Optional[float] = typer.Option(None, help="Base-learner step size."),
+    iterations: Optional[int] = typer.Option(None),
+    tasks_per_batch: Optional[int] = typer.Option(None),
+    lr: Optional[float] = typer.Option(None, help="Adam learning rate of the SS parameters."),
+    val_every: Optional[int] = typer.Option(None),
+    val_episodes: Optional[int] = typer.Option(None),
+    test_episodes: Optional[int] = typer.Option(None),
+    seed: Optional[int] = typer.Option(None),
+    threads: Optional[int] = typer.Option(None),
+    out: Optional[str] = typer.Option(None, help="Run directory."),
+    resume: bool = typer.Option(False, "--resume"),
+    quiet: bool = typer.Option(False, "--quiet"),
+) -> None:
+    """MTL stage 2: meta-train Scaling-and-Shifting on a frozen pretrained backbone with MTL's own classifier."""
+    from egnn.config import load_config
+    from egnn.trainer import train as run
+
+    overrides = {k: v for k, v in locals().items() if k not in ("config", "resume", "quiet", "pretrained", "run",
+                                                                "load_config")}
+    cfg = load_config(config, **{"out": "runs/meta_transfer", **{k: v for k, v in overrides.items() if v is not None}},
+                      model="mtl", backbone_checkpoint=pretrained, transductive=False)
+    provenance = {"command": shlex.join(["egnn", *sys.argv[1:]]), "git_revision": _git_revision()}
+    for result in run(cfg, resume=resume, progress=not quiet, provenance=provenance):
+        typer.echo(f"test: {result}")
+    typer.echo(f"meta-transfer run saved in {cfg.out}; use it with: egnn train --backbone resnet12-mtl "
+               f"--backbone-checkpoint {cfg.out}/best.pt")
+
+
 @app.command("eval")
 @user_errors
 def evaluate(

@@ -81,10 +81,11 @@ def load_backbone(cfg: Config, in_channels: int, image_size: int):
             raise ConfigError(f"backbone checkpoint {path} expects {blob['in_channels']}x{blob['image_size']}px "
                               f"images, this dataset has {in_channels}x{image_size}: pass --image-size "
                               f"{blob['image_size']} or another checkpoint")
-        backbone = create_backbone(saved.backbone if not saved.backbone_checkpoint else
-                                   make_config(saved_config(load_checkpoint(saved.backbone_checkpoint)["config"])).backbone,
-                                   in_channels=in_channels, image_size=image_size, out_features=0,
-                                   **saved.backbone_widths())
+        arch = saved  # a run built on a pretrained backbone: its architecture is the pretraining run's
+        while arch.backbone_checkpoint:
+            arch = make_config(saved_config(load_checkpoint(arch.backbone_checkpoint)["config"]))
+        backbone = create_backbone(arch.backbone, in_channels=in_channels, image_size=image_size, out_features=0,
+                                   **arch.backbone_widths())
     except KeyError as exc:
         raise CheckpointError(f"{path} is not a backbone checkpoint ({exc}): pass the best.pt of egnn pretrain") from None
     state = {k[len("backbone."):]: v for k, v in blob["model"].items() if k.startswith("backbone.")}
@@ -94,8 +95,8 @@ def load_backbone(cfg: Config, in_channels: int, image_size: int):
     try:
         backbone.load_state_dict(state)
     except RuntimeError as exc:
-        raise CheckpointError(f"backbone checkpoint {path} does not fit {saved.backbone} with widths "
-                              f"'{saved.widths}' ({str(exc).splitlines()[0]})") from None
+        raise CheckpointError(f"backbone checkpoint {path} does not fit {arch.backbone} with widths "
+                              f"'{arch.widths}' ({str(exc).splitlines()[0]})") from None
     if not has_ss:
         add_scaling_shifting(backbone)
     for name, p in backbone.named_parameters():

@@ -25,8 +25,20 @@ def test_pretraining_resumes_bitwise(tmp_path, monkeypatch):
     assert 0 <= whole["best_val_acc"] <= 1
 
 
-def test_pretrain_cli_on_glyphs(tmp_path):
-    proc = egnn("pretrain", "--widths", "8,8,8,8", "--iterations", 4, "--val-every", 2, "--val-episodes", 4,
-                "--batch-size", 16, "--out", tmp_path / "p")
-    assert proc.returncode == 0, proc.stderr
-    assert "pretrained resnet12" in proc.stdout and (tmp_path / "p" / "best.pt").exists()
+
+
+def test_mtl_stages_through_the_cli(tmp_path):
+    pre = egnn("pretrain", "--widths", "8,8,8,8", "--iterations", 2, "--val-every", 2, "--val-episodes", 4,
+               "--batch-size", 16, "--out", tmp_path / "p")
+    assert pre.returncode == 0, pre.stderr
+    assert "pretrained resnet12" in pre.stdout and (tmp_path / "p" / "best.pt").exists()
+    mt = egnn("meta-transfer", "--pretrained", tmp_path / "p" / "best.pt", "--iterations", 2, "--tasks-per-batch", 2,
+              "--val-every", 2, "--val-episodes", 4, "--test-episodes", 4, "--inner-steps", 2, "--out", tmp_path / "m",
+              "--quiet")
+    assert mt.returncode == 0, mt.stderr
+    assert "test: glyphs/test 5-way 1-shot" in mt.stdout
+    tr = egnn("train", "--backbone", "resnet12-mtl", "--backbone-checkpoint", tmp_path / "m" / "best.pt", "--freeze-ss",
+              "--iterations", 2, "--tasks-per-batch", 2, "--val-every", 2, "--val-episodes", 4, "--test-episodes", 4,
+              "--out", tmp_path / "e", "--quiet")
+    assert tr.returncode == 0, tr.stderr
+    assert "test: glyphs/test" in tr.stdout
