@@ -73,6 +73,9 @@ def test_impossible_episodes_on_omniglot(omniglot_root, tmp_path, args, needles)
     (["--knn", -1], ["knn must be 0"]),
     (["--layers", 0], ["layers must be at least 1"]),
     (["--iterations", -5], ["iterations must be at least 1"]),
+    (["--backbone", "resnet12-mtl"], ["needs --backbone-checkpoint"]),
+    (["--widths", "8,x"], ["widths must be positive integers"]),
+    (["--backbone", "vgg99"], ["unknown backbone 'vgg99'"]),
 ])
 def test_bad_flags(tmp_path, args, needles):
     assert_user_error(egnn("train", "--out", tmp_path / "r", *args), *needles)
