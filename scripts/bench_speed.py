@@ -102,18 +102,14 @@ def graph_row(setting, transductive, symmetric=True, repeat=5, tasks=40):
     return {"train_s": train, "eval_s": _timeit(eval_step, repeat)}
 
 
-def full_row(setting, transductive, channels_last=False, compile=False, repeat=3, tasks=40):
-    """Conv-4 + EGNN on 84x84x3 uint8 images: one meta-training iteration (forward, loss, backward, Adam)."""
+def full_row(setting, transductive, size=84, channels=3, repeat=3, tasks=40):
+    """Conv-4 + EGNN on uint8 images (84x84x3 as the reference rows; 28x28x1 for Omniglot): one meta-training
+    iteration (sampled episodes in, forward, loss, backward, Adam)."""
     import torch
 
     way, shot = SETTINGS[setting]
-    batch = _episodes(way, shot, 1, tasks, size=84)
-    method = _method()
-    if channels_last:
-        method = method.to(memory_format=torch.channels_last)
-        batch.x = batch.x.contiguous(memory_format=torch.channels_last)
-    if compile:
-        method.backbone = torch.compile(method.backbone)
+    batch = _episodes(way, shot, 1, tasks, size=size, channels=channels)
+    method = _method(image_size=size, channels=channels)
     opt = torch.optim.Adam(method.parameters(), 1e-3, weight_decay=1e-6)
 
     def step():
@@ -206,8 +202,8 @@ def big_episode_row(k=20, checkpoint=None):
             "accuracy": acc, "source": source, "knn": k}
 
 
-def sampler_row(size, channels, seconds=5.0):
-    """Images per second from in-memory uint8 images through EpisodeSampler, collate and crop-flip."""
+def sampler_row(size, channels, augmentation="crop-flip", seconds=5.0):
+    """Images per second from in-memory uint8 images through EpisodeSampler, collate and ``augmentation``."""
     import torch
 
     from egnn.data import FewShotSplit
@@ -222,7 +218,7 @@ def sampler_row(size, channels, seconds=5.0):
     done, it, start = 0, 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         batch = collate(sampler.batch(it * 40, 40))
-        batch.x = augment(batch.x, "crop-flip", torch.Generator().manual_seed(it))
+        batch.x = augment(batch.x, augmentation, torch.Generator().manual_seed(it))
         done += batch.x.shape[0]
         it += 1
     return {"images_per_s": done / (time.perf_counter() - start)}
@@ -272,10 +268,23 @@ def table(rows: list[dict]) -> str:
         if r["kind"] == "full" and "train_s" in r:
             key = f"{r['setting']}-{'trans' if r['transductive'] else 'nontrans'}"
             ref = REFERENCE["full"].get(key)
-            opts = ", channels-last" if r.get("channels_last") else ""
+            opts = f", {r.get('size', 84)}px" if r.get("size", 84) != 84 else ""
+            ref = ref if not opts else None
             speed = f"{ref / r['train_s']:.1f}x" if ref else "-"
             lines.append(f"| {r['setting']} {key.split('-')[1]}{opts} | {ref or '-'} | {r['train_s']:.2f} | {speed} | "
                          f"{r['peak_gb']:.2f} |")
+    lines += ["", "| data | sampler (images/s) | training consumes (images/s) | ratio |", "|---|---|---|---|"]
+    for r in rows:
+        if r["kind"] == "sampler" and "images_per_s" in r:
+            full = next((f for f in rows if f["kind"] == "full" and f.get("size", 84) == r["size"] and "train_s" in f
+                         and f["setting"] == "5w1s" and f["transductive"]), None)
+            use = full["images_per_s"] if full else float("nan")
+            lines.append(f"| {r['size']}x{r['size']}x{r['channels']}, {r['augmentation']} | {r['images_per_s']:.0f} | {use:.0f} | "
+                         f"{r['images_per_s'] / use:.0f}x |")
+    big = next((r for r in rows if r["kind"] == "big" and "seconds" in r), None)
+    if big:
+        lines += ["", f"5000-node episode ({big['source']}, kNN k={big['knn']}, {big['edges']} edges): "
+                      f"{big['seconds']:.1f} s, peak {big['peak_gb']:.2f} GB, accuracy {100 * big['accuracy']:.1f}%"]
     return "\n".join(lines)
 
 
@@ -324,7 +333,7 @@ def main() -> None:
         for trans in (True, False):
             rows.append(run_one("full", t, setting=setting, transductive=trans, repeat=1 if q else 3,
                                 tasks=2 if q else 40))
-    rows.append(run_one("full", t, setting="5w5s", transductive=True, channels_last=True, repeat=1 if q else 3,
+    rows.append(run_one("full", t, setting="5w1s", transductive=True, size=28, channels=1, repeat=1 if q else 3,
                         tasks=2 if q else 40))
     for setting in SETTINGS:
         rows.append(run_one("eval15", t, setting=setting, transductive=True, episodes=2 if q else 10))
@@ -335,8 +344,8 @@ def main() -> None:
         rows.append(run_one("scale", t, nodes=n, graph="sparse", repeat=1 if q else 3))
     if not q:
         rows.append(run_one("big", t, checkpoint=args.checkpoint))
-    for size, ch in ((84, 3), (28, 1)):
-        rows.append(run_one("sampler", t, size=size, channels=ch, seconds=1.0 if q else 5.0))
+    for size, ch, kind in ((84, 3, "crop-flip"), (28, 1, "none")):
+        rows.append(run_one("sampler", t, size=size, channels=ch, augmentation=kind, seconds=1.0 if q else 5.0))
     revision = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
     out = {"command": " ".join(["python", "scripts/bench_speed.py", *sys.argv[1:]]), "git_revision": revision,
            "threads": t, "torch": __import__("torch").__version__, "reference": REFERENCE, "rows": rows}
