@@ -190,9 +190,11 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
         self.device = resolve_device(cfg.device)
         self.splits = splits or load_dataset(cfg.dataset, cfg.data_root, cfg.image_size)
-        for name in ("train", "val", "test"):  # fail before any work if an episode cannot be built or fit
-            q, way = (max(cfg.query, cfg.query_max), cfg.way) if name == "train" else (cfg.eval_query, cfg.test_way or cfg.way)
+        shapes = {name: ((max(cfg.query, cfg.query_max), cfg.way) if name == "train" else
+                         (cfg.eval_query, cfg.test_way or cfg.way)) for name in ("train", "val", "test")}
+        for name, (q, way) in shapes.items():  # fail before any work if an episode cannot be built...
             EpisodeSampler(self.splits[name], way, cfg.shot, q, label_ratio=cfg.label_ratio)
+        for name, (q, way) in shapes.items():  # ...or cannot fit in memory
             if cfg.model == "egnn":
                 check_graph_memory(tasks=cfg.tasks_per_batch if name == "train" else cfg.eval_batch, way=way,
                                    shot=cfg.shot, query=q, transductive=cfg.transductive, layers=cfg.layers,
