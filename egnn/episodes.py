@@ -70,16 +70,20 @@ class EpisodeSampler:
 
     def episode(self, index: int) -> Episode:
         gen = self.generator(index)
+        classes = torch.randperm(self.split.num_classes, generator=gen)[:self.way]  # random order = random labels
+        episode = self.episode_of(classes, gen)
+        return without_unlabeled(episode) if self.drop_unlabeled else episode
+
+    def episode_of(self, classes: torch.Tensor, gen: torch.Generator) -> Episode:
+        """The episode of ``classes`` (in label order): ``shot + query`` distinct images of each, drawn with ``gen``."""
         split, way, per_class = self.split, self.way, self.shot + self.query
-        classes = torch.randperm(split.num_classes, generator=gen)[:way]  # random order = random labels
         counts = split.class_counts[classes]  # (way,)
         # draw per_class distinct images of every class at once: random keys, invalid slots sort last
         keys = torch.rand(way, int(counts.max()), generator=gen)
         keys = keys.masked_fill(torch.arange(keys.shape[1]) >= counts[:, None], 2.0)
         picks = keys.argsort(1)[:, :per_class] + split.class_offsets[classes][:, None]  # (way, shot + query)
         order = torch.cat([picks[:, :self.shot].flatten(), picks[:, self.shot:].flatten()])
-        episode = Episode(split.images[order], self._labels, self._labeled, classes, way, self.shot, self.query)
-        return without_unlabeled(episode) if self.drop_unlabeled else episode
+        return Episode(split.images[order], self._labels, self._labeled, classes, way, self.shot, self.query)
 
     def batch(self, start: int, count: int) -> list[Episode]:
         return [self.episode(i) for i in range(start, start + count)]

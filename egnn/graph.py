@@ -19,11 +19,12 @@ from egnn.episodes import Episode
 
 
 def init_edge_attr(labels: torch.Tensor, labeled: torch.Tensor) -> torch.Tensor:
-    """Initial edges ``(N, N, 2)`` from labels ``(N,)`` and a mask ``(N,)`` of nodes whose label is known."""
-    same = (labels[:, None] == labels[None, :]).float()
-    known = (labeled[:, None] & labeled[None, :]).float()
+    """Initial edges ``(..., N, N, 2)`` from labels ``(..., N)`` and a mask ``(..., N)`` of nodes whose label is
+    known (leading dimensions broadcast, e.g. a batch of episodes sharing one mask)."""
+    same = (labels[..., :, None] == labels[..., None, :]).float()
+    known = (labeled[..., :, None] & labeled[..., None, :]).float()
     sim = known * same + (1 - known) * 0.5
-    sim.fill_diagonal_(1.0)
+    sim.diagonal(dim1=-2, dim2=-1).fill_(1.0)
     return torch.stack([sim, 1 - sim], -1)
 
 
@@ -70,14 +71,11 @@ def collate(episodes: list[Episode], full_edges: bool = True) -> Batch:
                  batch=torch.arange(b).repeat_interleave(n), ptr=torch.arange(b + 1) * n)
     if not full_edges:
         return Batch(**nodes)
-    same = y[:, :, None] == y[:, None, :]  # (B, N, N)
-    known = labeled[:, None] & labeled[None, :]  # (N, N), the same in every episode
-    sim = torch.where(known, same.float(), 0.5)
-    sim[:, torch.arange(n), torch.arange(n)] = 1.0
     pairs = torch.stack(torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")).flatten(1)  # (2, N*N)
     offsets = (torch.arange(b) * n).repeat_interleave(n * n)  # (B*N*N,)
     return Batch(**nodes, edge_index=pairs.repeat(1, b) + offsets,
-                 edge_attr=torch.stack([sim, 1 - sim], -1).view(b * n * n, 2), edge_label=same.float().flatten())
+                 edge_attr=init_edge_attr(y, labeled).view(b * n * n, 2),
+                 edge_label=(y[:, :, None] == y[:, None, :]).float().flatten())
 
 
 @dataclass

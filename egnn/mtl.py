@@ -72,10 +72,4 @@ class HardTaskSampler:
             extra = others.nonzero().flatten()
             pool = torch.cat([pool, extra[torch.randperm(extra.numel(), generator=gen)[:base.way - pool.numel()]]])
         classes = pool[torch.randperm(base.way, generator=gen)]  # random order = random labels
-        per_class = base.shot + base.query
-        counts = split.class_counts[classes]
-        keys = torch.rand(base.way, int(counts.max()), generator=gen)
-        keys = keys.masked_fill(torch.arange(keys.shape[1]) >= counts[:, None], 2.0)
-        picks = keys.argsort(1)[:, :per_class] + split.class_offsets[classes][:, None]
-        order = torch.cat([picks[:, :base.shot].flatten(), picks[:, base.shot:].flatten()])
-        return Episode(split.images[order], base._labels, base._labeled, classes, base.way, base.shot, base.query)
+        return base.episode_of(classes, gen)
