@@ -47,6 +47,12 @@ def _queries(text: Optional[str]) -> Optional[list[int]]:
     return values
 
 
+def _flags(values: dict, *skip: str) -> dict:
+    """A command's config overrides: its flags that were given (not None), minus the non-config ones."""
+    return {k: v for k, v in values.items()
+            if v is not None and k not in {*skip, "run", "load_config"} and not k.startswith("_")}
+
+
 def _git_revision() -> Optional[str]:
     """The revision of the egnn source tree, recorded with every result; None outside a git checkout."""
     try:
@@ -112,9 +118,7 @@ def train(
     from egnn.config import load_config
     from egnn.trainer import train as run
 
-    overrides = {k: v for k, v in locals().items() if k not in ("config", "resume", "quiet", "test_queries", "run",
-                                                                "load_config")}
-    cfg = load_config(config, **overrides)
+    cfg = load_config(config, **_flags(locals(), "config", "resume", "quiet", "test_queries"))
     provenance = {"command": shlex.join(["egnn", *sys.argv[1:]]), "git_revision": _git_revision()}
     for result in run(cfg, resume=resume, progress=not quiet,
                       test_queries=_queries(test_queries), provenance=provenance):
@@ -154,10 +158,10 @@ def pretrain(
     from egnn.config import load_config
     from egnn.pretrain import pretrain as run
 
-    overrides = {k: v for k, v in locals().items() if k not in ("config", "resume", "batch_size", "run", "load_config")}
+    overrides = _flags(locals(), "config", "resume", "batch_size")
     defaults = {"backbone": "resnet12", "lr": 0.1, "weight_decay": 5e-4, "iterations": 2000, "val_every": 500,
                 "out": "runs/pretrain"}
-    cfg = load_config(config, **{**defaults, **{k: v for k, v in overrides.items() if v is not None}})
+    cfg = load_config(config, **{**defaults, **overrides})
     result = run(cfg, batch_size=batch_size, resume=resume, log=lambda line: typer.echo(line, err=True))
     typer.echo(f"pretrained {cfg.backbone}: best validation {cfg.way}-way {cfg.shot}-shot accuracy "
                f"{100 * result['best_val_acc']:.2f}% -> {result['checkpoint']}")
@@ -192,9 +196,8 @@ def meta_transfer(
     from egnn.config import load_config
     from egnn.trainer import train as run
 
-    overrides = {k: v for k, v in locals().items() if k not in ("config", "resume", "quiet", "pretrained", "run",
-                                                                "load_config")}
-    cfg = load_config(config, **{"out": "runs/meta_transfer", **{k: v for k, v in overrides.items() if v is not None}},
+    overrides = _flags(locals(), "config", "resume", "quiet", "pretrained")
+    cfg = load_config(config, **{"out": "runs/meta_transfer", **overrides},
                       model="mtl", backbone_checkpoint=pretrained, transductive=False)
     provenance = {"command": shlex.join(["egnn", *sys.argv[1:]]), "git_revision": _git_revision()}
     for result in run(cfg, resume=resume, progress=not quiet, provenance=provenance):
