@@ -2,12 +2,18 @@
 
 A sweep spec (YAML) has ``base`` (config keys shared by all runs), ``ratios`` (label ratios), ``models``
 (name -> config overrides; ``unlabeled: drop`` makes the labeled-only variant), ``modes`` (``transductive``
-and/or ``non-transductive``), ``evaluation`` (``episodes``, ``query``) and ``output`` (a path prefix). Each
-(model, mode, ratio) is trained in ``runs/label_ratio/...`` (resumed if already there) and tested on the same
-fixed episodes: the labeled-only variant sees those episodes with their unlabeled supports removed.
+and/or ``non-transductive``), ``evaluation`` (``episodes``, ``query``), ``output`` (a path prefix) and
+optionally ``train_modes`` (mode -> the mode its models are trained in; e.g. ``{non-transductive:
+transductive}`` tests the transductively trained models without transduction, when training per query graph
+is too costly). Each (model, training mode, ratio) is trained once in ``runs/label_ratio/...`` (resumed if
+already there; at ratio 1 the labeled-only variant is the same run as its semi-supervised twin) and tested
+on the same fixed episodes: the labeled-only variant sees those episodes with their unlabeled supports removed.
 """
 from __future__ import annotations
 
+import hashlib
+import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +23,7 @@ from egnn.errors import ConfigError
 from egnn.reports import read_spec, write_report
 from egnn.trainer import Trainer, evaluate_config
 
-SPEC_KEYS = {"base", "ratios", "models", "modes", "evaluation", "output"}
+SPEC_KEYS = {"base", "ratios", "models", "modes", "evaluation", "output", "train_modes"}
 MODES = {"transductive": True, "non-transductive": False}
 
 
@@ -26,30 +32,71 @@ def load_sweep(path: str | Path) -> dict[str, Any]:
     bad = set(spec.get("modes", MODES)) - set(MODES)
     if bad:
         raise ConfigError(f"sweep config {path}: unknown modes {', '.join(sorted(bad))}; use {', '.join(MODES)}")
+    train_modes = spec.get("train_modes") or {}
+    if not isinstance(train_modes, dict) or not set(train_modes) | set(train_modes.values()) <= set(MODES):
+        raise ConfigError(f"sweep config {path}: train_modes maps a mode to the mode it trains in, "
+                          f"e.g. {{non-transductive: transductive}}")
     return spec
 
 
-def label_ratio_sweep(spec: dict[str, Any], progress: bool = True, runs: str | Path = "runs/label_ratio") -> dict:
+def label_ratio_sweep(spec: dict[str, Any], progress: bool = True, runs: str | Path = "runs/label_ratio",
+                      only: list[str] | None = None) -> dict:
+    """Train (or resume) and test every (model, mode, ratio) of ``spec``; ``only`` restricts the sweep to those
+    models and writes no report (to run parts of a sweep in parallel, then report with one full call). Test
+    results are cached in each run's directory, so the reporting call only reads them."""
     base, ev = spec.get("base", {}), {"episodes": 1000, "query": 1, **spec.get("evaluation", {})}
+    train_modes = spec.get("train_modes") or {}
     shared = make_config(base)
     splits = load_dataset(shared.dataset, shared.data_root, shared.image_size)
+    unknown = set(only or ()) - set(spec["models"])
+    if unknown:
+        raise ConfigError(f"unknown sweep models {', '.join(sorted(unknown))}; the spec has {', '.join(spec['models'])}")
     rows = []
     for name, overrides in spec["models"].items():
+        if only and name not in only:
+            continue
         for mode in spec.get("modes", list(MODES)):
+            trained_as = train_modes.get(mode, mode)
             for ratio in spec["ratios"]:
-                out = Path(runs) / f"{shared.dataset}_{shared.way}w{shared.shot}s" / f"{name}_{mode}_r{ratio}"
-                cfg = make_config(base, **{**(overrides or {}), "label_ratio": ratio, "transductive": MODES[mode],
-                                           "out": str(out)})
+                cfg = make_config(base, **{**(overrides or {}), "label_ratio": ratio, "transductive": MODES[trained_as]})
+                # at ratio 1 nothing is unlabeled: keep and drop are the same model, trained once
+                run = f"{cfg.model}_{'drop' if cfg.unlabeled == 'drop' and ratio < 1 else 'keep'}_{trained_as}_r{ratio}"
+                extra = {k: v for k, v in (overrides or {}).items() if k not in ("model", "unlabeled")}
+                if extra:  # other overrides make another model: its own runs
+                    run += "_" + hashlib.sha1(repr(sorted(extra.items())).encode()).hexdigest()[:8]
+                cfg = replace(cfg, out=str(Path(runs) / f"{shared.dataset}_{shared.way}w{shared.shot}s" / run))
                 trainer = Trainer(cfg, splits)
                 trainer.fit(resume=True, progress=progress)
-                trainer.load_best()
-                res = evaluate_config(trainer.method, splits["test"], cfg, ev["episodes"], ev["query"])
-                rows.append({"model": name, "mode": mode, "label_ratio": ratio, "unlabeled": cfg.unlabeled,
-                             "labeled_shots": round(ratio * cfg.shot), "accuracy": res.accuracy,
-                             "accuracy_ci95": res.accuracy_ci95, "train_seconds": trainer.train_seconds,
-                             "protocol": res.protocol})
+                res = _test(trainer, replace(cfg, transductive=MODES[mode]), splits, ev)
+                if only:
+                    continue
+                rows.append({"model": name, "mode": mode, "trained": trained_as, "label_ratio": ratio,
+                             "unlabeled": cfg.unlabeled, "labeled_shots": round(ratio * cfg.shot),
+                             "accuracy": res["accuracy"], "accuracy_ci95": res["accuracy_ci95"],
+                             "train_seconds": trainer.train_seconds, "test_seconds": res["seconds"],
+                             "run": cfg.out, "protocol": res["protocol"]})
     return {"dataset": shared.dataset, "way": shared.way, "shot": shared.shot, "ratios": spec["ratios"],
-            "evaluation": ev, "results": rows}
+            "evaluation": ev, "train_modes": train_modes, "results": rows}
+
+
+def _test(trainer: Trainer, cfg, splits, ev: dict[str, Any]) -> dict[str, Any]:
+    """Test the run's best checkpoint under ``cfg``'s protocol, or read the result cached for the same
+    checkpoint and protocol in the run directory."""
+    unlabeled = cfg.unlabeled if cfg.label_ratio < 1 else "keep"  # nothing to drop at ratio 1
+    name = (f"test_{'trans' if cfg.transductive else 'nontrans'}_{unlabeled}_{ev['episodes']}x{ev['query']}"
+            f"_seed{cfg.eval_seed}.json")
+    path = Path(cfg.out) / name
+    if path.exists():
+        cached = json.loads(path.read_text())
+        if cached.get("best_iteration") == trainer.best_iteration:
+            return cached
+    trainer.load_best()
+    res = evaluate_config(trainer.method, splits["test"], cfg, ev["episodes"], ev["query"])
+    out = {**res.to_dict(), "best_iteration": trainer.best_iteration}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(out, indent=1))
+    tmp.replace(path)  # atomic: a killed sweep leaves no half-written result
+    return out
 
 
 def table(summary: dict[str, Any]) -> str:

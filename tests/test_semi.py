@@ -51,3 +51,39 @@ def test_label_ratio_sweep_at_test_size(tmp_path):
     table = (tmp_path / "label_ratio_glyphs.md").read_text()
     assert "| egnn-semi | transductive |" in table and "20% labeled" in table
     assert (tmp_path / "label_ratio_glyphs.png").stat().st_size > 0
+
+
+def test_sweep_parts_train_in_parallel_then_one_call_reports_from_cache(tmp_path):
+    """--only trains and tests one model without a report; the full call reuses those runs and cached tests.
+    train_modes tests the transductively trained models without transduction; ratio 1 is one shared run."""
+    spec = {
+        "base": {"dataset": "glyphs", "way": 3, "shot": 5, "query": 1, "query_max": 0, "iterations": 2,
+                 "tasks_per_batch": 2, "val_every": 2, "val_episodes": 2, "embedding": 16, "node_features": 8,
+                 "edge_features": 8, "eval_batch": 10},
+        "ratios": [0.4, 1.0],
+        "models": {"semi": {"unlabeled": "keep"}, "labeled-only": {"unlabeled": "drop"}},
+        "modes": ["transductive", "non-transductive"],
+        "train_modes": {"non-transductive": "transductive"},
+        "evaluation": {"episodes": 6, "query": 1},
+        "output": str(tmp_path / "report"),
+    }
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(spec))
+    sweep = ["label-ratio", "--config", tmp_path / "sweep.yaml", "--runs", tmp_path / "runs", "--quiet"]
+    part = egnn(*sweep, "--only", "semi")
+    assert part.returncode == 0, part.stderr
+    assert not (tmp_path / "report.json").exists()  # a part writes no report
+    runs = sorted(p.name for p in (tmp_path / "runs" / "glyphs_3w5s").iterdir())
+    assert runs == ["egnn_keep_transductive_r0.4", "egnn_keep_transductive_r1.0"]  # one training per ratio
+    cached = sorted(p.name for p in (tmp_path / "runs" / "glyphs_3w5s" / "egnn_keep_transductive_r0.4").glob("test_*"))
+    assert cached == ["test_nontrans_keep_6x1_seed0.json", "test_trans_keep_6x1_seed0.json"]
+    full = egnn(*sweep)
+    assert full.returncode == 0, full.stderr
+    runs = sorted(p.name for p in (tmp_path / "runs" / "glyphs_3w5s").iterdir())
+    assert runs == ["egnn_drop_transductive_r0.4", "egnn_keep_transductive_r0.4", "egnn_keep_transductive_r1.0"]
+    rows = {(r["model"], r["mode"], r["label_ratio"]): r for r in json.loads((tmp_path / "report.json").read_text())["results"]}
+    assert all(r["trained"] == "transductive" for r in rows.values())
+    assert not rows["semi", "non-transductive", 0.4]["protocol"]["transductive"]
+    assert rows["semi", "transductive", 1.0]["run"] == rows["labeled-only", "transductive", 1.0]["run"]
+    assert rows["semi", "transductive", 1.0]["accuracy"] == rows["labeled-only", "transductive", 1.0]["accuracy"]
+    bad = egnn(*sweep, "--only", "nope")
+    assert bad.returncode == 2 and "unknown sweep models nope" in bad.stderr + bad.stdout
