@@ -43,33 +43,36 @@ def row_normalize(e: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
 class _WeightedBNLeaky(torch.autograd.Function):
     """Fused training-mode BatchNorm (weighted rows) + LeakyReLU with a hand-written backward.
 
-    With normalised row weights :math:`w_r` (:math:`\sum_r w_r = 1`), :math:`\hat x = (x - \mu) / \sigma`,
-    :math:`\mu = \sum_r w_r x_r`, :math:`\sigma^2 = \sum_r w_r (x_r - \mu)^2`, and :math:`z = \gamma \hat x + \beta`:
-    :math:`\partial x_r = \frac{\gamma}{\sigma}\big(\partial z_r - w_r (\sum_s \partial z_s
-    + \hat x_r \sum_s \partial z_s \hat x_s)\big)`, which for equal weights is the usual BatchNorm gradient.
+    With normalised row weights :math:`w_r` (:math:`\sum_r w_r = 1`), :math:`\mu = \sum_r w_r x_r`,
+    :math:`\sigma^2 = \sum_r w_r x_r^2 - \mu^2`, :math:`\hat x = (x - \mu) / \sigma` and
+    :math:`z = \gamma \hat x + \beta`: :math:`\partial x_r = \frac{\gamma}{\sigma}\big(\partial z_r - w_r
+    (\sum_s \partial z_s + \hat x_r \sum_s \partial z_s \hat x_s)\big)`, which for equal weights is the usual
+    BatchNorm gradient. :math:`\hat x` is never materialised: the forward pass is one affine map of ``x``
+    per channel, the backward pass two, which saves the (rows x channels) passes that dominate at these sizes.
     """
 
     @staticmethod
     def forward(ctx, x, w, gamma, beta, eps, slope):
         mean = w @ x  # (C,)
-        xhat = x - mean
-        var = w @ xhat.square()
+        var = (w @ (x * x) - mean.square()).clamp_min_(0.0)  # one pass over x instead of centring it
         rstd = torch.rsqrt(var + eps)
-        xhat.mul_(rstd)
-        out = torch.nn.functional.leaky_relu_(torch.addcmul(beta, xhat, gamma), slope)
-        ctx.save_for_backward(xhat, out, w, gamma, rstd)
+        scale = gamma * rstd
+        out = torch.nn.functional.leaky_relu_(torch.addcmul(beta - mean * scale, x, scale), slope)
+        ctx.save_for_backward(x, out, w, gamma, rstd, mean)
         ctx.slope = slope
         return out, mean, var
 
     @staticmethod
     def backward(ctx, dout, _dmean, _dvar):
-        xhat, out, w, gamma, rstd = ctx.saved_tensors
+        x, out, w, gamma, rstd, mean = ctx.saved_tensors
         dz = torch.ops.aten.leaky_relu_backward(dout, out, ctx.slope, True)  # native kernel; out > 0 iff z > 0
         dbeta = dz.sum(0)
-        dgamma = (dz * xhat).sum(0)
-        dx = torch.addcmul(dbeta, xhat, dgamma).mul_(w[:, None])
-        dx = (dz - dx).mul_(rstd * gamma)
-        return dx, None, dgamma, dbeta, None, None
+        dgamma = ((dz * x).sum(0) - mean * dbeta) * rstd  # sum_r dz_r * xhat_r
+        a = gamma * rstd
+        c = a * rstd * dgamma
+        b = a * dbeta - c * mean
+        dx = torch.addcmul(b.neg(), x, c, value=-1.0).mul_(w[:, None])  # -w_r (b + c x_r)
+        return dx.addcmul_(dz, a), None, dgamma, dbeta, None, None
 
 
 def weighted_bn_leaky(bn: nn.BatchNorm1d, x: torch.Tensor, weight: torch.Tensor, slope: float) -> torch.Tensor:
@@ -79,8 +82,11 @@ def weighted_bn_leaky(bn: nn.BatchNorm1d, x: torch.Tensor, weight: torch.Tensor,
     ``|v_j - v_i|``) and still normalise with the statistics of the full batch: mean, variance, running
     statistics and gradients equal those of the expanded rows up to float rounding.
     """
+    # statistics in the parameters' precision, as autocast does for BatchNorm
+    x, weight = x.to(bn.weight.dtype), weight.to(bn.weight.dtype)
     total = weight.sum()
-    out, mean, var = _WeightedBNLeaky.apply(x, weight / total, bn.weight, bn.bias, bn.eps, slope)
+    with torch.autocast(x.device.type, enabled=False):
+        out, mean, var = _WeightedBNLeaky.apply(x, weight / total, bn.weight, bn.bias, bn.eps, slope)
     if bn.track_running_stats and bn.running_mean is not None:
         with torch.no_grad():
             bn.num_batches_tracked += 1
