@@ -6,6 +6,7 @@ Every measurement runs in a fresh subprocess, so its peak memory (max RSS) is it
 
     python scripts/bench_speed.py                # everything: results/bench_speed.json, docs/scaling.png, table
     python scripts/bench_speed.py --quick        # tiny sizes, to check the script itself
+    python scripts/bench_speed.py --kinds roofline,graph   # re-measure some kinds, keep the other rows
 """
 from __future__ import annotations
 
@@ -100,6 +101,36 @@ def graph_row(setting, transductive, symmetric=True, repeat=5, tasks=40):
     train = _timeit(train_step, repeat)
     method.eval()
     return {"train_s": train, "eval_s": _timeit(eval_step, repeat)}
+
+
+def roofline_row(setting, transductive, tasks=40):
+    """Matrix-multiply work of one graph-network iteration (forward + backward, counted by torch's
+    FlopCounterMode) and the time it needs at this machine's measured matmul peak: a floor for any
+    implementation of the same math in float32, however well fused."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from egnn.graph import DenseEpisodes
+    from egnn.losses import edge_labeling_loss
+
+    way, shot = SETTINGS[setting]
+    dense = DenseEpisodes.from_batch(_episodes(way, shot, 1, tasks, size=2, channels=1))
+    method = _method()
+    v = torch.randn(tasks, dense.node_mask.shape[1], 128, generator=torch.Generator().manual_seed(1))
+    target, mask = dense.edge_target(), method.loss_mask(dense, transductive)
+    with FlopCounterMode(display=False) as train:
+        edges = method.propagate(v, dense, transductive)
+        edge_labeling_loss(edges[..., 0], target, mask, method.layer_weights).backward()
+    method.eval()
+    with FlopCounterMode(display=False) as infer, torch.inference_mode():
+        method.propagate(v, dense, transductive)
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    peak = 2 * 2048 ** 3 / _timeit(lambda: a @ b, 10)
+    x, w = torch.randn(17400, 96), torch.randn(96, 192)  # the edge MLP's first layer at 5w5s transductive
+    edge_mlp = 2 * 17400 * 96 * 192 / _timeit(lambda: x @ w, 20)
+    flops = train.get_total_flops()
+    return {"train_gflop": flops / 1e9, "eval_gflop": infer.get_total_flops() / 1e9, "peak_gflops": peak / 1e9,
+            "edge_mlp_gflops": edge_mlp / 1e9, "train_floor_s": flops / peak}
 
 
 def full_row(setting, transductive, size=84, channels=3, repeat=3, tasks=40):
@@ -224,7 +255,7 @@ def sampler_row(size, channels, augmentation="crop-flip", seconds=5.0):
     return {"images_per_s": done / (time.perf_counter() - start)}
 
 
-ROWS = {"graph": graph_row, "full": full_row, "eval15": eval15_row, "scale": scale_row, "big": big_episode_row,
+ROWS = {"roofline": roofline_row, "graph": graph_row, "full": full_row, "eval15": eval15_row, "scale": scale_row, "big": big_episode_row,
         "sampler": sampler_row}
 
 
@@ -262,6 +293,15 @@ def table(rows: list[dict]) -> str:
         if ours and "train_s" in ours:
             lines.append(f"| graph only, {setting} {mode} | {ref:.2f} | {allp['train_s']:.3f} | {ours['train_s']:.3f} | "
                          f"{ref / ours['train_s']:.1f}x | {ours['eval_s']:.3f} |")
+    roof = [r for r in rows if r["kind"] == "roofline" and "train_floor_s" in r]
+    if roof:
+        lines += ["", f"| graph only, float32 floor | matmul GFLOP/it | floor at {roof[0]['peak_gflops']:.0f} GFLOPS (s/it) "
+                      "| 5x target (s/it) | best possible speed-up |", "|---|---|---|---|---|"]
+        for r in roof:
+            key = f"{r['setting']}-{'trans' if r['transductive'] else 'nontrans'}"
+            ref = REFERENCE["graph"][key]
+            lines.append(f"| {r['setting']} {key.split('-')[1]} | {r['train_gflop']:.1f} | {r['train_floor_s']:.3f} | "
+                         f"{ref / 5:.3f} | {ref / r['train_floor_s']:.1f}x |")
     lines += ["", "| full iteration (Conv-4, 84x84, 40 tasks) | reference (s/it) | ours (s/it) | speed-up | peak GB |",
               "|---|---|---|---|---|"]
     for r in rows:
@@ -319,39 +359,53 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--checkpoint", help="trained Omniglot EGNN for the 5000-node episode (else untrained)")
     parser.add_argument("--out", default=str(ROOT / "results" / "bench_speed.json"))
+    parser.add_argument("--kinds", default=",".join(ROWS),
+                        help="measure only these kinds; the other rows of --out are kept (with their revision)")
     args = parser.parse_args()
     if args.one:
         return _child(args.one)
-    t, q = args.threads, args.quick
+    t, q, kinds = args.threads, args.quick, set(args.kinds.split(","))
     rows = []
     for setting in SETTINGS:
         for trans in (True, False):
-            for sym in (True, False):
+            if "roofline" in kinds:
+                rows.append(run_one("roofline", t, setting=setting, transductive=trans, tasks=4 if q else 40))
+            for sym in (True, False) if "graph" in kinds else ():
                 rows.append(run_one("graph", t, setting=setting, transductive=trans, symmetric=sym,
                                     repeat=1 if q else 5, tasks=4 if q else 40))
-    for setting in SETTINGS:
+    for setting in SETTINGS if "full" in kinds else ():
         for trans in (True, False):
             rows.append(run_one("full", t, setting=setting, transductive=trans, repeat=1 if q else 3,
                                 tasks=2 if q else 40))
-    rows.append(run_one("full", t, setting="5w1s", transductive=True, size=28, channels=1, repeat=1 if q else 3,
-                        tasks=2 if q else 40))
-    for setting in SETTINGS:
+    if "full" in kinds:
+        rows.append(run_one("full", t, setting="5w1s", transductive=True, size=28, channels=1, repeat=1 if q else 3,
+                            tasks=2 if q else 40))
+    for setting in SETTINGS if "eval15" in kinds else ():
         rows.append(run_one("eval15", t, setting=setting, transductive=True, episodes=2 if q else 10))
     sizes = [25, 50, 100] if q else [25, 50, 100, 200, 500, 1000, 2000]
-    for n in sizes:
+    for n in sizes if "scale" in kinds else ():
         rows.append(run_one("scale", t, nodes=n, graph="dense", repeat=1 if q else 3))
-    for n in sizes + ([] if q else [5000]):
+    for n in sizes + ([] if q else [5000]) if "scale" in kinds else ():
         rows.append(run_one("scale", t, nodes=n, graph="sparse", repeat=1 if q else 3))
-    if not q:
+    if not q and "big" in kinds:
         rows.append(run_one("big", t, checkpoint=args.checkpoint))
-    for size, ch, kind in ((84, 3, "crop-flip"), (28, 1, "none")):
+    for size, ch, kind in ((84, 3, "crop-flip"), (28, 1, "none")) if "sampler" in kinds else ():
         rows.append(run_one("sampler", t, size=size, channels=ch, augmentation=kind, seconds=1.0 if q else 5.0))
     revision = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
-    out = {"command": " ".join(["python", "scripts/bench_speed.py", *sys.argv[1:]]), "git_revision": revision,
+    command = " ".join(["python", "scripts/bench_speed.py", *sys.argv[1:]])
+    for row in rows:
+        row["git_revision"] = revision
+    if kinds != set(ROWS) and Path(args.out).exists():  # a partial re-run replaces only its own kinds
+        old = json.loads(Path(args.out).read_text())
+        kept = [{"git_revision": old["git_revision"], **r} for r in old["rows"] if r["kind"] not in kinds]
+        rows = kept + rows
+        command = f"{old['command']}; then {command}"
+    out = {"command": command, "git_revision": revision,
            "threads": t, "torch": __import__("torch").__version__, "reference": REFERENCE, "rows": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
-    plot(rows, ROOT / "docs" / ("scaling_quick.png" if q else "scaling.png"))
+    if "scale" in kinds:
+        plot(rows, ROOT / "docs" / ("scaling_quick.png" if q else "scaling.png"))
     print(table(rows))
 
 
