@@ -78,7 +78,8 @@ def train(
     shot: Optional[int] = typer.Option(None, help="Labeled examples per class."),
     query: Optional[int] = typer.Option(None, help="Queries per class in training episodes."),
     query_max: Optional[int] = typer.Option(None, help="Draw each training batch's queries per class uniformly "
-                                            "from --query..--query-max (robust to the test query count)."),
+                                            "from --query..--query-max (robust to the test query count); 0: fixed "
+                                            "--query; -1 (default): 15 for transductive EGNN/GNN, else fixed."),
     eval_query: Optional[int] = typer.Option(None, help="Queries per class in validation/test episodes."),
     test_way: Optional[int] = typer.Option(None, help="Classes per validation/test episode (default: --way)."),
     label_ratio: Optional[float] = typer.Option(None, help="Fraction of each class's supports that is labeled."),
@@ -321,13 +322,18 @@ def compare(
 def label_ratio(
     config: Path = typer.Option(..., help="Sweep spec, e.g. configs/label_ratio_omniglot_20w5s.yaml."),
     runs: Path = typer.Option(Path("runs/label_ratio"), help="Where the sweep's runs are trained or resumed."),
+    only: Optional[list[str]] = typer.Option(None, "--only", help="Only train this model of the spec (repeatable), "
+                                             "no test or report: to train a sweep in parallel processes."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Semi-supervised sweep over label ratios, models and modes on identical test episodes."""
     from egnn.sweep import label_ratio_sweep, load_sweep, table, write
 
     spec = load_sweep(config)
-    summary = label_ratio_sweep(spec, progress=not quiet, runs=runs)
+    summary = label_ratio_sweep(spec, progress=not quiet, runs=runs, only=only)
+    if only:
+        typer.echo(f"trained {', '.join(only)} in {runs}; run without --only to test and report")
+        return
     summary["command"] = shlex.join(["egnn", *sys.argv[1:]])
     summary["git_revision"] = _git_revision()
     typer.echo(table(summary))

@@ -11,6 +11,9 @@ import yaml
 from egnn.errors import ConfigError
 
 
+AUTO_QUERY_MAX = 15  # the most queries per class a test protocol commonly uses (EGNN's users: 15)
+
+
 @dataclass
 class Config:
     """Everything that defines a run. Defaults are the EGNN reference hyper-parameters, except the iteration
@@ -28,7 +31,10 @@ class Config:
     way: int = 5
     shot: int = 1
     query: int = 1  # queries per class in training episodes
-    query_max: int = 0  # > query: every training batch draws its queries per class uniformly from query..query_max
+    # > query: every training batch draws its queries per class uniformly from query..query_max; 0: always query;
+    # -1 (auto): query..max(query, 15) for transductive graph methods, whose accuracy otherwise collapses when
+    # the test query count differs from training (results/query_protocol_omniglot.json), else fixed
+    query_max: int = -1
     eval_query: int = 1  # queries per class in validation and test episodes
     test_way: int = 0  # classes per validation and test episode; 0: the training way
     label_ratio: float = 1.0
@@ -77,8 +83,9 @@ class Config:
                 raise ConfigError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.way < 2 or self.test_way == 1 or self.test_way < 0:
             raise ConfigError(f"way and test-way must be at least 2, got {self.way} and {self.test_way}")
-        if self.query_max and self.query_max < self.query:
-            raise ConfigError(f"query-max must be 0 (fixed queries) or at least query={self.query}, got {self.query_max}")
+        if self.query_max < -1 or 0 < self.query_max < self.query:
+            raise ConfigError(f"query-max must be -1 (auto), 0 (fixed queries) or at least query={self.query}, "
+                              f"got {self.query_max}")
         if not 0 < self.label_ratio <= 1:
             raise ConfigError(f"label-ratio must be in (0, 1], got {self.label_ratio}")
         if self.normalize not in ("auto", "on", "off"):
@@ -101,6 +108,15 @@ class Config:
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ConfigError(f"device must be cpu or cuda, got '{self.device}'")
         return self
+
+    def train_queries(self, available: int | None = None) -> tuple[int, int]:
+        """Range of queries per class in training batches, ``query_max`` resolved; ``available`` (images of the
+        smallest training class minus the shot) caps the automatic range to what every class can serve."""
+        if self.query_max == -1:
+            robust = self.transductive and self.model in ("egnn", "gnn")
+            cap = AUTO_QUERY_MAX if available is None else min(AUTO_QUERY_MAX, available)
+            return self.query, max(self.query, cap) if robust else self.query
+        return self.query, max(self.query, self.query_max)
 
     def backbone_widths(self) -> dict[str, Any]:
         """``{"widths": (...)}`` for :func:`egnn.backbones.create_backbone`, or nothing for the default."""

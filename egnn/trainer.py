@@ -190,7 +190,8 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
         self.device = resolve_device(cfg.device)
         self.splits = splits or load_dataset(cfg.dataset, cfg.data_root, cfg.image_size)
-        shapes = {name: ((max(cfg.query, cfg.query_max), cfg.way) if name == "train" else
+        self.available = int(self.splits["train"].class_counts.min()) - cfg.shot  # caps the automatic query range
+        shapes = {name: ((cfg.train_queries(self.available)[1], cfg.way) if name == "train" else
                          (cfg.eval_query, cfg.test_way or cfg.way)) for name in ("train", "val", "test")}
         for name, (q, way) in shapes.items():  # fail before any work if an episode cannot be built...
             EpisodeSampler(self.splits[name], way, cfg.shot, q, label_ratio=cfg.label_ratio)
@@ -235,10 +236,12 @@ class Trainer:
         blob = load_checkpoint(path)
         saved = make_config(saved_config(blob["config"]))
         for key in ("dataset", "way", "shot", "model", "backbone", "layers", "embedding", "node_features",
-                    "edge_features", "seed", "transductive", "query", "query_max", "tasks_per_batch"):
-            if getattr(saved, key) != getattr(self.cfg, key):
-                raise UserError(f"cannot resume {path}: it was trained with {key}={getattr(saved, key)!r}, "
-                                f"now {getattr(self.cfg, key)!r}; use the same settings or another --out")
+                    "edge_features", "seed", "transductive", "query", "train_queries", "tasks_per_batch"):
+            was, now = (c.train_queries(self.available) if key == "train_queries" else getattr(c, key)
+                        for c in (saved, self.cfg))
+            if was != now:
+                raise UserError(f"cannot resume {path}: it was trained with {key}={was!r}, now {now!r}; use the "
+                                f"same settings or another --out")
         size = blob.get("image_size", saved.image_size)
         if size != self.image_shape[-1]:
             raise UserError(f"cannot resume {path}: it was trained on {size}x{size} images, now "
@@ -266,11 +269,11 @@ class Trainer:
 
     def batch_query(self) -> int:
         """Queries per class of this iteration's batch: fixed, or drawn from ``(seed, iteration)`` with query-max."""
-        cfg = self.cfg
-        if cfg.query_max <= cfg.query:
-            return cfg.query
-        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 5_555_555_555 + self.iteration)
-        return int(torch.randint(cfg.query, cfg.query_max + 1, (1,), generator=gen))
+        low, high = self.cfg.train_queries(self.available)
+        if high == low:
+            return low
+        gen = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + 5_555_555_555 + self.iteration)
+        return int(torch.randint(low, high + 1, (1,), generator=gen))
 
     # -- loop --------------------------------------------------------------------------------------------
     def step(self) -> tuple[float, float]:
@@ -392,8 +395,9 @@ def train(cfg: Config, resume: bool = False, progress: bool = True, test_queries
 
 
 def saved_config(values: dict[str, Any]) -> dict[str, Any]:
-    """A checkpoint's config; runs saved before normalisation and augmentation existed used neither."""
-    values = {"normalize": "off", "augment": "none", **values}
+    """A checkpoint's config; runs saved before normalisation, augmentation and random query counts existed
+    used none of them."""
+    values = {"normalize": "off", "augment": "none", "query_max": 0, **values}
     if isinstance(values["normalize"], bool):  # briefly a bool
         values["normalize"] = "on" if values["normalize"] else "off"
     return values

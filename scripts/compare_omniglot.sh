@@ -9,7 +9,7 @@ export EGNN_DATA=${EGNN_DATA:-../shared/data}
 mkdir -p runs/logs
 train() {  # model way iterations tasks normalize
   [ -f "runs/compare/omniglot_$2w1s_$1/results.json" ] && return 0  # finished and tested
-  egnn train --dataset omniglot --model "$1" --way "$2" --shot 1 --query 1 --iterations "$3" --tasks-per-batch "$4" --normalize "$5" \
+  egnn train --dataset omniglot --model "$1" --way "$2" --shot 1 --query 1 --query-max 0 --iterations "$3" --tasks-per-batch "$4" --normalize "$5" \
     --val-every 200 --val-episodes 200 --threads 1 --out "runs/compare/omniglot_$2w1s_$1" --quiet --resume \
     > "runs/logs/compare_$2w1s_$1.log" 2>&1
 }

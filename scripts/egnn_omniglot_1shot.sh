@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 export EGNN_DATA=${EGNN_DATA:-../shared/data}
 mkdir -p runs/logs
 run() {  # way iterations tasks normalize test-queries
-  egnn train --dataset omniglot --way "$1" --shot 1 --query 1 --iterations "$2" --tasks-per-batch "$3" --normalize "$4" \
+  egnn train --dataset omniglot --way "$1" --shot 1 --query 1 --query-max 0 --iterations "$2" --tasks-per-batch "$3" --normalize "$4" \
     --val-every 200 --val-episodes 200 --test-queries "$5" --threads 1 --out "runs/omniglot_$1w1s_q1" --quiet \
     --resume > "runs/logs/egnn_$1w1s_q1.log" 2>&1
 }

@@ -16,11 +16,12 @@ run() {  # way iterations tasks test-episodes name query-flags...
     --out "runs/query_protocol/omniglot_${way}w1s_$name" --quiet --resume > "runs/logs/qp_${way}w1s_$name.log" 2>&1
 }
 case "${1:-5w}" in
-  5w-q5) run 5 600 10 1000 q5 --query 5 ;;
-  5w-q15) run 5 600 10 1000 q15 --query 15 ;;
+  5w-q5) run 5 600 10 1000 q5 --query 5 --query-max 0 ;;
+  5w-q15) run 5 600 10 1000 q15 --query 15 --query-max 0 ;;
   20w-random) run 20 300 5 300 random1-15 --query 1 --query-max 15 ;;
-  5w) run 5 600 10 1000 q1 --query 1; run 5 600 10 1000 random1-15 --query 1 --query-max 15
-      run 5 600 10 1000 q5 --query 5; run 5 600 10 1000 q15 --query 15 ;;
-  20w) run 20 300 5 300 q1 --query 1; run 20 300 5 300 random1-15 --query 1 --query-max 15
-       run 20 300 5 300 q5 --query 5 ;;  # 15-query 20-way training (320-node graphs) did not fit this session
+  20w-q5) run 20 300 5 300 q5 --query 5 --query-max 0 ;;
+  5w) run 5 600 10 1000 q1 --query 1 --query-max 0; run 5 600 10 1000 random1-15 --query 1 --query-max 15
+      run 5 600 10 1000 q5 --query 5 --query-max 0; run 5 600 10 1000 q15 --query 15 --query-max 0 ;;
+  20w) run 20 300 5 300 q1 --query 1 --query-max 0; run 20 300 5 300 random1-15 --query 1 --query-max 15
+       run 20 300 5 300 q5 --query 5 --query-max 0 ;;  # 15-query 20-way training (320-node graphs) did not fit this session
 esac

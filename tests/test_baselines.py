@@ -59,7 +59,7 @@ def test_protonet_prototypes_are_class_means_of_labeled_supports():
 
 @pytest.mark.parametrize("model, iterations", [("gnn", 200), ("protonet", 30)])  # the GNN has a longer plateau
 def test_baselines_train_with_the_shared_trainer(model, iterations, tmp_path):
-    cfg = make_config(model=model, way=3, shot=1, query=2, eval_query=2, iterations=iterations, tasks_per_batch=8,
+    cfg = make_config(model=model, way=3, shot=1, query=2, query_max=0, eval_query=2, iterations=iterations, tasks_per_batch=8,
                       val_every=iterations, val_episodes=4, test_episodes=30, eval_batch=10, embedding=16, node_features=16,
                       out=str(tmp_path), seed=3)
     trainer = Trainer(cfg, SPLITS)

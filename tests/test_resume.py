@@ -11,7 +11,7 @@ import yaml
 
 from tests.test_cli import egnn
 
-CONFIG = {"dataset": "glyphs", "way": 3, "shot": 1, "query": 1, "iterations": 300, "tasks_per_batch": 2,
+CONFIG = {"dataset": "glyphs", "way": 3, "shot": 1, "query": 1, "query_max": 0, "iterations": 300, "tasks_per_batch": 2,
           "val_every": 5, "val_episodes": 2, "test_episodes": 6, "embedding": 16, "node_features": 8,
           "edge_features": 8, "threads": 1, "seed": 7}
 

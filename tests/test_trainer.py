@@ -26,7 +26,8 @@ SPLITS = small_splits()
 
 def tiny_config(out, **kw):
     base = dict(way=3, shot=1, query=2, eval_query=2, iterations=6, tasks_per_batch=4, val_every=3, val_episodes=4,
-                test_episodes=6, eval_batch=3, embedding=16, node_features=8, edge_features=8, out=str(out), seed=3)
+                test_episodes=6, eval_batch=3, embedding=16, node_features=8, edge_features=8, out=str(out), seed=3,
+                query_max=0)
     base.update(kw)
     return make_config(**base)
 
@@ -153,6 +154,38 @@ def test_random_queries_per_batch_are_seeded_and_in_range(tmp_path):
     assert again.batch_query() == draws[7]
     with pytest.raises(UserError, match="query-max"):
         tiny_config(tmp_path, query=3, query_max=2)
+
+
+def test_default_recipe_draws_up_to_15_queries_only_where_transduction_needs_it(tmp_path):
+    """query_max=-1 (the default): transductive graph methods train on 1..15 queries per class, because their
+    accuracy otherwise depends on the test query count; non-transductive runs and ProtoNet keep --query."""
+    auto = dict(query=1, query_max=-1)
+    trans = Trainer(tiny_config(tmp_path, **auto), SPLITS)
+    draws = set()
+    for it in range(300):
+        trans.iteration = it
+        draws.add(trans.batch_query())
+    assert draws == set(range(1, 16))
+    assert tiny_config(tmp_path, query=3, query_max=-1).train_queries() == (3, 15)
+    assert tiny_config(tmp_path, query=20, query_max=-1).train_queries() == (20, 20)
+    assert tiny_config(tmp_path, transductive=False, **auto).train_queries() == (1, 1)
+    assert tiny_config(tmp_path, model="protonet", **auto).train_queries() == (1, 1)
+    assert tiny_config(tmp_path, model="gnn", **auto).train_queries() == (1, 15)
+    assert tiny_config(tmp_path, query=1, query_max=0).train_queries() == (1, 1)
+    assert tiny_config(tmp_path, **auto).train_queries(available=6) == (1, 6)  # small classes cap the range
+    assert tiny_config(tmp_path, query=8, query_max=-1).train_queries(available=6) == (8, 8)
+
+
+def test_checkpoints_from_before_random_queries_resume_with_fixed_queries(tmp_path):
+    trainer = fit(tiny_config(tmp_path, iterations=3, val_every=3))
+    blob = torch.load(tmp_path / "last.pt", weights_only=False)
+    del blob["config"]["query_max"]  # as written before query_max existed
+    torch.save(blob, tmp_path / "last.pt")
+    again = Trainer(tiny_config(tmp_path, iterations=6), SPLITS)
+    again.fit(resume=True, progress=False)  # fixed queries then and now: resumes
+    with pytest.raises(UserError, match="train_queries"):
+        Trainer(tiny_config(tmp_path, iterations=9, query_max=-1), SPLITS).fit(resume=True, progress=False)
+    assert trainer.iteration == 3 and again.iteration == 6
 
 
 def test_sparse_evaluation_with_every_neighbour_matches_dense(tmp_path):
