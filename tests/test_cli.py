@@ -67,7 +67,7 @@ def test_impossible_episodes_on_omniglot(omniglot_root, tmp_path, args, needles)
     (["--way", 0], ["way must be at least"]),
     (["--label-ratio", 1.5], ["label-ratio"]),
     (["--device", "tpu"], ["device"]),
-    (["--query", 5, "--query-max", 3], ["query-max must be 0"]),
+    (["--query", 5, "--query-max", 3], ["query-max must be -1 (auto), 0 (fixed queries) or at least query=5"]),
     (["--augment", "rotate"], ["augment must be auto, none, crop or crop-flip"]),
     (["--normalize", "yes"], ["normalize must be auto, on or off"]),
     (["--knn", -1], ["knn must be 0"]),
