@@ -4,6 +4,7 @@ from __future__ import annotations
 import pickle
 import random
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import numpy as np
 import torch
 
 from egnn.data.paths import atomic_save
-from egnn.errors import CheckpointError
+from egnn.errors import CheckpointError, UserError
 
 FORMAT = "egnn-checkpoint"
 VERSION = 1
@@ -59,3 +60,25 @@ def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], pat
         first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
         raise CheckpointError(f"checkpoint {path} does not fit this model ({first}): pass the model, backbone "
                               f"and widths it was trained with") from None
+
+
+@contextmanager
+def run_lock(run_dir: str | Path, wait: bool = False):
+    """Hold an exclusive lock on a run directory while training in it: a second process that trains the same
+    run would interleave its checkpoints with ours. ``wait`` blocks until the other process is done (it then
+    resumes the finished run); otherwise that is a user error. A no-op where ``fcntl`` does not exist."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        yield
+        return
+    with open(Path(run_dir) / ".lock", "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            raise UserError(f"another process is training in {run_dir}: wait for it to finish, or pass another "
+                            f"--out") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

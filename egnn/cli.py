@@ -111,6 +111,8 @@ def train(
     out: Optional[str] = typer.Option(None, help="Run directory."),
     seed: Optional[int] = typer.Option(None, help="Seed for episodes and initialisation."),
     device: Optional[str] = typer.Option(None, help="cpu or cuda."),
+    precision: Optional[str] = typer.Option(None, help="fp32, bf16 (autocast, CPU or CUDA) or fp16 (CUDA, loss "
+                                            "scaling)."),
     threads: Optional[int] = typer.Option(None, help="CPU threads (0: torch default)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
@@ -224,6 +226,7 @@ def evaluate(
     seed: Optional[int] = typer.Option(None, help="Episode seed; default: the checkpoint's eval-seed."),
     batch: int = typer.Option(50, help="Episodes per forward pass."),
     device: str = typer.Option("cpu"),
+    precision: Optional[str] = typer.Option(None, help="fp32, bf16 or fp16 (CUDA); default: the checkpoint's."),
     knn: Optional[int] = typer.Option(None, help="Sparse kNN graphs for transductive EGNN (0: fully connected)."),
     output: Optional[Path] = typer.Option(None, "--output", help="Write the result as JSON here."),
 ) -> None:
@@ -241,7 +244,7 @@ def evaluate(
         method.knn = make_config(knn=knn).knn
     proto = make_config(cfg.to_dict(), dataset=dataset, data_root=data_root, test_way=way, shot=shot, eval_query=query,
                         label_ratio=label_ratio, unlabeled=unlabeled, transductive=transductive, eval_seed=seed,
-                        test_episodes=episodes, eval_batch=batch)
+                        test_episodes=episodes, eval_batch=batch, device=device, precision=precision)
     splits = load_dataset(proto.dataset, proto.data_root, proto.image_size)
     result = run(method, splits[split], proto, proto.test_episodes, device=device)
     typer.echo(str(result))

@@ -69,6 +69,7 @@ class Config:
     seed: int = 0
     eval_seed: int = 0  # fixes validation and test episodes independently of the training seed
     device: str = "cpu"
+    precision: str = "fp32"  # fp32; bf16: autocast (CPU or CUDA); fp16: autocast with loss scaling (CUDA)
     threads: int = 0  # torch CPU threads; 0 keeps torch's default
     out: str = "runs/egnn"
 
@@ -107,6 +108,10 @@ class Config:
             raise ConfigError("lr must be > 0, weight-decay >= 0 and dropout in [0, 1)")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ConfigError(f"device must be cpu or cuda, got '{self.device}'")
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise ConfigError(f"precision must be fp32, bf16 or fp16, got '{self.precision}'")
+        if self.precision == "fp16" and not self.device.startswith("cuda"):
+            raise ConfigError("precision fp16 needs --device cuda (CPUs lack fast float16): use --precision bf16")
         return self
 
     def train_queries(self, available: int | None = None) -> tuple[int, int]:

@@ -36,7 +36,10 @@ def edge_labeling_loss(similarity: torch.Tensor, target: torch.Tensor, mask: tor
     if weights is None:
         weights = layer_weights(similarity.shape[0])
     eps = 1e-7
-    bce = F.binary_cross_entropy(similarity.clamp(eps, 1 - eps), target.expand_as(similarity), reduction="none")
+    with torch.autocast(similarity.device.type, enabled=False):  # in float32, also under mixed precision
+        similarity = similarity.float()
+        bce = F.binary_cross_entropy(similarity.clamp(eps, 1 - eps), target.to(similarity).expand_as(similarity),
+                                     reduction="none")
     pos = (mask & (target > 0.5)).to(bce.dtype)  # (B, N, N)
     neg = (mask & (target <= 0.5)).to(bce.dtype)
     per_layer = ((bce * pos).flatten(1).sum(1) / pos.sum().clamp_min(1)

@@ -66,7 +66,7 @@ def label_ratio_sweep(spec: dict[str, Any], progress: bool = True, runs: str | P
                     run += "_" + hashlib.sha1(repr(sorted(extra.items())).encode()).hexdigest()[:8]
                 cfg = replace(cfg, out=str(Path(runs) / f"{shared.dataset}_{shared.way}w{shared.shot}s" / run))
                 trainer = Trainer(cfg, splits)
-                trainer.fit(resume=True, progress=progress)
+                trainer.fit(resume=True, progress=progress, wait=True)  # parts may share a run
                 res = _test(trainer, replace(cfg, transductive=MODES[mode]), splits, ev)
                 if only:
                     continue

@@ -1,6 +1,7 @@
 """Episodic meta-training and evaluation: the Python API under the CLI."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -17,7 +18,7 @@ import torch
 import yaml
 
 from egnn.backbones import create_backbone
-from egnn.checkpoint import load_checkpoint, load_model_state, rng_state, save_checkpoint, set_rng_state
+from egnn.checkpoint import load_checkpoint, load_model_state, rng_state, run_lock, save_checkpoint, set_rng_state
 from egnn.config import Config, make_config
 from egnn.data import FewShotSplit, load_dataset
 from egnn.data.transforms import augment, resolve_augment, resolve_normalize
@@ -135,10 +136,19 @@ class EvalResult:
                 f"accuracy {100 * self.accuracy:.2f} ± {100 * self.accuracy_ci95:.2f}%")
 
 
+def autocast(device: str | torch.device, precision: str):
+    """Mixed precision for ``precision`` bf16 / fp16 (matmuls and convolutions in 16 bits; BatchNorm statistics
+    and the losses stay in float32); a no-op for fp32."""
+    kind = torch.device(device).type
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    return torch.autocast(kind, dtype=dtype, enabled=dtype is not None)
+
+
 @torch.inference_mode()
 def evaluate(method: FewShotMethod, split: FewShotSplit, *, way: int, shot: int, query: int, episodes: int,
              transductive: bool, seed: int = 0, label_ratio: float = 1.0, batch_size: int = 50,
-             device: str | torch.device = "cpu", dataset: str = "", drop_unlabeled: bool = False) -> EvalResult:
+             device: str | torch.device = "cpu", dataset: str = "", drop_unlabeled: bool = False,
+             precision: str = "fp32") -> EvalResult:
     """Accuracy over ``episodes`` fixed episodes: episode ``i`` depends only on ``(seed, i)``."""
     sampler = EpisodeSampler(split, way, shot, query, seed=seed, label_ratio=label_ratio,
                              drop_unlabeled=drop_unlabeled)
@@ -153,7 +163,7 @@ def evaluate(method: FewShotMethod, split: FewShotSplit, *, way: int, shot: int,
     start, accs, extra = time.perf_counter(), [], {}
     for first in range(0, episodes, batch_size):
         batch = collate(sampler.batch(first, min(batch_size, episodes - first)), full_edges=not sparse).to(device)
-        with out_of_memory_hint("--eval-batch (egnn eval: --batch)"):
+        with out_of_memory_hint("--eval-batch (egnn eval: --batch)"), autocast(device, precision):
             out = method(batch, transductive=transductive)
         accs.append(query_accuracy(out.logits, out.query_labels).cpu())
         for k, v in out.episode_metrics.items():
@@ -174,7 +184,7 @@ def evaluate_config(method: FewShotMethod, split: FewShotSplit, cfg: Config, epi
     return evaluate(method, split, way=cfg.test_way or cfg.way, shot=cfg.shot, query=query or cfg.eval_query,
                     episodes=episodes, transductive=cfg.transductive, seed=cfg.eval_seed, label_ratio=cfg.label_ratio,
                     batch_size=cfg.eval_batch, device=device or cfg.device, dataset=cfg.dataset,
-                    drop_unlabeled=cfg.unlabeled == "drop")
+                    drop_unlabeled=cfg.unlabeled == "drop", precision=cfg.precision)
 
 
 class Trainer:
@@ -218,6 +228,7 @@ class Trainer:
         trainable = [p for p in self.method.parameters() if p.requires_grad]  # a frozen backbone stays frozen
         self.optimizer = torch.optim.Adam(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, cfg.lr_halve_every, gamma=0.5)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")  # fp16 gradients underflow
         self.samplers: dict[int, EpisodeSampler] = {}  # one per queries-per-class value
         self.sampler = self.train_sampler(cfg.query)
         self.out = Path(cfg.out)
@@ -228,7 +239,7 @@ class Trainer:
     def state(self) -> dict[str, Any]:
         return {"config": self.cfg.to_dict(), "in_channels": self.image_shape[0], "image_size": self.image_shape[-1],
                 "model": self.method.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "iteration": self.iteration, "best_val": self.best_val,
+                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "iteration": self.iteration, "best_val": self.best_val,
                 "best_iteration": self.best_iteration, "train_seconds": self.train_seconds, "rng": rng_state()}
 
     def resume(self) -> None:
@@ -252,6 +263,8 @@ class Trainer:
         load_model_state(self.method, blob["model"], path)
         self.optimizer.load_state_dict(blob["optimizer"])
         self.scheduler.load_state_dict(blob["scheduler"])
+        if blob.get("scaler"):
+            self.scaler.load_state_dict(blob["scaler"])
         self.iteration, self.best_val = blob["iteration"], blob["best_val"]
         self.best_iteration, self.train_seconds = blob["best_iteration"], blob["train_seconds"]
         set_rng_state(blob["rng"])
@@ -300,28 +313,35 @@ class Trainer:
         if self.augment != "none":  # a pure function of (seed, iteration, rank), like the episodes: resumes bitwise
             gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 7_777_777_777 + self.iteration * 997 + self.rank)
             batch.x = augment(batch.x, self.augment, gen)
-        with out_of_memory_hint("--tasks-per-batch"):
+        with out_of_memory_hint("--tasks-per-batch"), autocast(self.device, cfg.precision):
             out = self.model(batch.to(self.device), transductive=cfg.transductive)
             loss = self.method.loss(out)
         if not torch.isfinite(loss):
             raise UserError(f"loss became {loss.item()} at iteration {self.iteration + 1}; the last good checkpoint "
                             f"is kept in {self.out}: lower --lr, or resume with --resume")
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        self.scaler.scale(loss).backward()  # scaling is the identity unless fp16
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         return loss.item(), query_accuracy(out.logits, out.query_labels).mean().item(), out
 
     def validate(self) -> float:
         return evaluate_config(self.method, self.splits["val"], self.cfg, self.cfg.val_episodes,
                                device=self.device).accuracy
 
-    def fit(self, resume: bool = False, progress: bool = True) -> None:
-        cfg = self.cfg
+    def fit(self, resume: bool = False, progress: bool = True, wait: bool = False) -> None:
+        """Train to ``cfg.iterations``, resuming from ``last.pt`` if asked. The run directory is locked meanwhile;
+        ``wait`` waits for another process training the same run, then resumes where it ended."""
         if (self.out / "last.pt").exists() and not resume:
             raise UserError(f"{self.out} already holds a run: pass --resume to continue it, or --out for a new run")
-        if resume and (self.out / "last.pt").exists():
-            self.resume()
         self.out.mkdir(parents=True, exist_ok=True)
+        with run_lock(self.out, wait) if self.rank == 0 else contextlib.nullcontext():
+            if resume and (self.out / "last.pt").exists():
+                self.resume()
+            self._loop(progress)
+
+    def _loop(self, progress: bool) -> None:
+        cfg = self.cfg
         if self.rank == 0:
             (self.out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         losses, accs, tick = [], [], time.perf_counter()

@@ -1,5 +1,6 @@
 """Training, checkpoints and evaluation on a small slice of the embedded glyph dataset."""
 import json
+import math
 
 import pytest
 import torch
@@ -198,3 +199,31 @@ def test_sparse_evaluation_with_every_neighbour_matches_dense(tmp_path):
     sparse = evaluate(method, SPLITS["test"], **kw)
     assert sparse.protocol["graph"] == "knn50" and dense.protocol["graph"] == "dense"
     assert torch.allclose(torch.tensor(sparse.per_episode), torch.tensor(dense.per_episode))
+
+
+def test_bf16_autocast_trains_and_evaluates_close_to_fp32(tmp_path):
+    """--precision bf16: matmuls in bfloat16 under autocast, BatchNorm statistics and the loss in float32."""
+    fp32 = Trainer(tiny_config(tmp_path / "a"), SPLITS)
+    bf16 = Trainer(tiny_config(tmp_path / "b", precision="bf16"), SPLITS)
+    batch = fp32.sampler.batch(0, 4)
+    losses = [t.update(batch)[0] for t in (fp32, bf16)]  # same initialisation (seed), same episodes
+    assert all(math.isfinite(x) for x in losses) and abs(losses[0] - losses[1]) < 0.05 * losses[0]
+    for t in (fp32, bf16):
+        assert all(p.dtype == torch.float32 for p in t.method.parameters())  # master weights stay float32
+    bf16.fit(progress=False)
+    res = evaluate(bf16.method, SPLITS["test"], way=3, shot=1, query=2, episodes=6, transductive=True,
+                   precision="bf16", batch_size=3)
+    assert 0 <= res.accuracy <= 1
+    with pytest.raises(UserError, match="fp16 needs --device cuda"):
+        tiny_config(tmp_path, precision="fp16")
+
+
+def test_a_run_directory_is_trained_by_one_process_at_a_time(tmp_path):
+    from egnn.checkpoint import run_lock
+
+    tmp_path.mkdir(exist_ok=True)
+    with run_lock(tmp_path):  # as another process training this run would hold it
+        with pytest.raises(UserError, match="another process is training in"):
+            Trainer(tiny_config(tmp_path, iterations=3, val_every=3), SPLITS).fit(progress=False)
+    trainer = fit(tiny_config(tmp_path, iterations=3, val_every=3))  # free again
+    assert trainer.iteration == 3
