@@ -5,7 +5,8 @@ A sweep spec (YAML) has ``base`` (config keys shared by all runs), ``ratios`` (l
 and/or ``non-transductive``), ``evaluation`` (``episodes``, ``query``), ``output`` (a path prefix) and
 optionally ``train_modes`` (mode -> the mode its models are trained in; e.g. ``{non-transductive:
 transductive}`` tests the transductively trained models without transduction, when training per query graph
-is too costly). Each (model, training mode, ratio) is trained once in ``runs/label_ratio/...`` (resumed if
+is too costly). ``evaluation.episodes`` may be a number or a mapping mode -> number (a non-transductive
+episode costs a graph per query), and a model's entry may hold ``modes`` to run only some of them. Each (model, training mode, ratio) is trained once in ``runs/label_ratio/...`` (resumed if
 already there; at ratio 1 the labeled-only variant is the same run as its semi-supervised twin) and tested
 on the same fixed episodes: the labeled-only variant sees those episodes with their unlabeled supports removed.
 """
@@ -55,13 +56,14 @@ def label_ratio_sweep(spec: dict[str, Any], progress: bool = True, runs: str | P
     for name, overrides in spec["models"].items():
         if only and name not in only:
             continue
-        for mode in spec.get("modes", list(MODES)):
+        overrides = dict(overrides or {})
+        for mode in overrides.pop("modes", None) or spec.get("modes", list(MODES)):
             trained_as = train_modes.get(mode, mode)
             for ratio in spec["ratios"]:
-                cfg = make_config(base, **{**(overrides or {}), "label_ratio": ratio, "transductive": MODES[trained_as]})
+                cfg = make_config(base, **{**overrides, "label_ratio": ratio, "transductive": MODES[trained_as]})
                 # at ratio 1 nothing is unlabeled: keep and drop are the same model, trained once
                 run = f"{cfg.model}_{'drop' if cfg.unlabeled == 'drop' and ratio < 1 else 'keep'}_{trained_as}_r{ratio}"
-                extra = {k: v for k, v in (overrides or {}).items() if k not in ("model", "unlabeled")}
+                extra = {k: v for k, v in overrides.items() if k not in ("model", "unlabeled")}
                 if extra:  # other overrides make another model: its own runs
                     run += "_" + hashlib.sha1(repr(sorted(extra.items())).encode()).hexdigest()[:8]
                 cfg = replace(cfg, out=str(Path(runs) / f"{shared.dataset}_{shared.way}w{shared.shot}s" / run))
@@ -83,7 +85,9 @@ def _test(trainer: Trainer, cfg, splits, ev: dict[str, Any]) -> dict[str, Any]:
     """Test the run's best checkpoint under ``cfg``'s protocol, or read the result cached for the same
     checkpoint and protocol in the run directory."""
     unlabeled = cfg.unlabeled if cfg.label_ratio < 1 else "keep"  # nothing to drop at ratio 1
-    name = (f"test_{'trans' if cfg.transductive else 'nontrans'}_{unlabeled}_{ev['episodes']}x{ev['query']}"
+    mode = "transductive" if cfg.transductive else "non-transductive"
+    episodes = ev["episodes"][mode] if isinstance(ev["episodes"], dict) else ev["episodes"]
+    name = (f"test_{'trans' if cfg.transductive else 'nontrans'}_{unlabeled}_{episodes}x{ev['query']}"
             f"_seed{cfg.eval_seed}.json")
     path = Path(cfg.out) / name
     if path.exists():
@@ -91,7 +95,7 @@ def _test(trainer: Trainer, cfg, splits, ev: dict[str, Any]) -> dict[str, Any]:
         if cached.get("best_iteration") == trainer.best_iteration:
             return cached
     trainer.load_best()
-    res = evaluate_config(trainer.method, splits["test"], cfg, ev["episodes"], ev["query"])
+    res = evaluate_config(trainer.method, splits["test"], cfg, episodes, ev["query"])
     out = {**res.to_dict(), "best_iteration": trainer.best_iteration}
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(out, indent=1))

@@ -71,9 +71,11 @@ def _timeit(fn, repeat, warmup=2):
     return (time.perf_counter() - start) / repeat
 
 
-def graph_row(setting, transductive, symmetric=True, repeat=5, tasks=40):
+def graph_row(setting, transductive, symmetric=True, repeat=5, tasks=40, precision="fp32"):
     """Graph network only: random 128-d embeddings in, edge-labeling loss, backward, Adam."""
     import torch
+
+    from egnn.trainer import autocast
 
     from egnn.graph import DenseEpisodes
     from egnn.losses import edge_labeling_loss
@@ -87,14 +89,15 @@ def graph_row(setting, transductive, symmetric=True, repeat=5, tasks=40):
     target, mask = dense.edge_target(), method.loss_mask(dense, transductive)
 
     def train_step():
-        edges = method.propagate(v, dense, transductive)
-        loss = edge_labeling_loss(edges[..., 0], target, mask, method.layer_weights)
+        with autocast("cpu", precision):
+            edges = method.propagate(v, dense, transductive)
+            loss = edge_labeling_loss(edges[..., 0], target, mask, method.layer_weights)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
 
     def eval_step():
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast("cpu", precision):
             method.propagate(v, dense, transductive)
 
     method.train()
@@ -133,10 +136,12 @@ def roofline_row(setting, transductive, tasks=40):
             "edge_mlp_gflops": edge_mlp / 1e9, "train_floor_s": flops / peak}
 
 
-def full_row(setting, transductive, size=84, channels=3, repeat=3, tasks=40):
+def full_row(setting, transductive, size=84, channels=3, repeat=3, tasks=40, precision="fp32"):
     """Conv-4 + EGNN on uint8 images (84x84x3 as the reference rows; 28x28x1 for Omniglot): one meta-training
     iteration (sampled episodes in, forward, loss, backward, Adam)."""
     import torch
+
+    from egnn.trainer import autocast
 
     way, shot = SETTINGS[setting]
     batch = _episodes(way, shot, 1, tasks, size=size, channels=channels)
@@ -144,8 +149,9 @@ def full_row(setting, transductive, size=84, channels=3, repeat=3, tasks=40):
     opt = torch.optim.Adam(method.parameters(), 1e-3, weight_decay=1e-6)
 
     def step():
-        out = method(batch, transductive=transductive)
-        loss = method.loss(out)
+        with autocast("cpu", precision):
+            out = method(batch, transductive=transductive)
+            loss = method.loss(out)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -287,12 +293,16 @@ def table(rows: list[dict]) -> str:
              "|---|---|---|---|---|---|"]
     for key, ref in REFERENCE["graph"].items():
         setting, mode = key.split("-")
-        pick = lambda sym: next((r for r in rows if r["kind"] == "graph" and r["setting"] == setting  # noqa: E731
-                                 and r["transductive"] == (mode == "trans") and r["symmetric"] == sym), None)
-        ours, allp = pick(True), pick(False)
+        pick = lambda sym, prec="fp32": next((r for r in rows if r["kind"] == "graph" and r["setting"] == setting  # noqa: E731
+                                              and r["transductive"] == (mode == "trans") and r["symmetric"] == sym
+                                              and r.get("precision", "fp32") == prec), None)
+        ours, allp, bf16 = pick(True), pick(False), pick(True, "bf16")
         if ours and "train_s" in ours:
             lines.append(f"| graph only, {setting} {mode} | {ref:.2f} | {allp['train_s']:.3f} | {ours['train_s']:.3f} | "
                          f"{ref / ours['train_s']:.1f}x | {ours['eval_s']:.3f} |")
+        if bf16 and "train_s" in bf16:
+            lines.append(f"| graph only, {setting} {mode}, bf16 autocast | {ref:.2f} | - | {bf16['train_s']:.3f} | "
+                         f"{ref / bf16['train_s']:.1f}x | {bf16['eval_s']:.3f} |")
     roof = [r for r in rows if r["kind"] == "roofline" and "train_floor_s" in r]
     if roof:
         lines += ["", f"| graph only, float32 floor | matmul GFLOP/it | floor at {roof[0]['peak_gflops']:.0f} GFLOPS (s/it) "
@@ -309,7 +319,8 @@ def table(rows: list[dict]) -> str:
             key = f"{r['setting']}-{'trans' if r['transductive'] else 'nontrans'}"
             ref = REFERENCE["full"].get(key)
             opts = f", {r.get('size', 84)}px" if r.get("size", 84) != 84 else ""
-            ref = ref if not opts else None
+            opts += ", bf16 autocast" if r.get("precision", "fp32") != "fp32" else ""
+            ref = ref if r.get("size", 84) == 84 else None
             speed = f"{ref / r['train_s']:.1f}x" if ref else "-"
             lines.append(f"| {r['setting']} {key.split('-')[1]}{opts} | {ref or '-'} | {r['train_s']:.2f} | {speed} | "
                          f"{r['peak_gb']:.2f} |")
@@ -370,13 +381,16 @@ def main() -> None:
         for trans in (True, False):
             if "roofline" in kinds:
                 rows.append(run_one("roofline", t, setting=setting, transductive=trans, tasks=4 if q else 40))
-            for sym in (True, False) if "graph" in kinds else ():
-                rows.append(run_one("graph", t, setting=setting, transductive=trans, symmetric=sym,
+            for sym, prec in ((True, "fp32"), (False, "fp32"), (True, "bf16")) if "graph" in kinds else ():
+                rows.append(run_one("graph", t, setting=setting, transductive=trans, symmetric=sym, precision=prec,
                                     repeat=1 if q else 5, tasks=4 if q else 40))
     for setting in SETTINGS if "full" in kinds else ():
         for trans in (True, False):
             rows.append(run_one("full", t, setting=setting, transductive=trans, repeat=1 if q else 3,
                                 tasks=2 if q else 40))
+            if setting == "5w5s":  # mixed precision, a separate mode: same math in 16-bit matmuls
+                rows.append(run_one("full", t, setting=setting, transductive=trans, repeat=1 if q else 3,
+                                    tasks=2 if q else 40, precision="bf16"))
     if "full" in kinds:
         rows.append(run_one("full", t, setting="5w1s", transductive=True, size=28, channels=1, repeat=1 if q else 3,
                             tasks=2 if q else 40))

@@ -55,16 +55,17 @@ def test_label_ratio_sweep_at_test_size(tmp_path):
 
 def test_sweep_parts_train_in_parallel_then_one_call_reports_from_cache(tmp_path):
     """--only trains and tests one model without a report; the full call reuses those runs and cached tests.
-    train_modes tests the transductively trained models without transduction; ratio 1 is one shared run."""
+    train_modes tests the transductively trained models without transduction; ratio 1 is one shared run;
+    episodes may differ per mode, and a model may run only some modes."""
     spec = {
         "base": {"dataset": "glyphs", "way": 3, "shot": 5, "query": 1, "query_max": 0, "iterations": 2,
                  "tasks_per_batch": 2, "val_every": 2, "val_episodes": 2, "embedding": 16, "node_features": 8,
                  "edge_features": 8, "eval_batch": 10},
         "ratios": [0.4, 1.0],
-        "models": {"semi": {"unlabeled": "keep"}, "labeled-only": {"unlabeled": "drop"}},
+        "models": {"semi": {"unlabeled": "keep"}, "labeled-only": {"unlabeled": "drop", "modes": ["transductive"]}},
         "modes": ["transductive", "non-transductive"],
         "train_modes": {"non-transductive": "transductive"},
-        "evaluation": {"episodes": 6, "query": 1},
+        "evaluation": {"episodes": {"transductive": 6, "non-transductive": 4}, "query": 1},
         "output": str(tmp_path / "report"),
     }
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(spec))
@@ -75,7 +76,7 @@ def test_sweep_parts_train_in_parallel_then_one_call_reports_from_cache(tmp_path
     runs = sorted(p.name for p in (tmp_path / "runs" / "glyphs_3w5s").iterdir())
     assert runs == ["egnn_keep_transductive_r0.4", "egnn_keep_transductive_r1.0"]  # one training per ratio
     cached = sorted(p.name for p in (tmp_path / "runs" / "glyphs_3w5s" / "egnn_keep_transductive_r0.4").glob("test_*"))
-    assert cached == ["test_nontrans_keep_6x1_seed0.json", "test_trans_keep_6x1_seed0.json"]
+    assert cached == ["test_nontrans_keep_4x1_seed0.json", "test_trans_keep_6x1_seed0.json"]
     full = egnn(*sweep)
     assert full.returncode == 0, full.stderr
     runs = sorted(p.name for p in (tmp_path / "runs" / "glyphs_3w5s").iterdir())
@@ -83,6 +84,8 @@ def test_sweep_parts_train_in_parallel_then_one_call_reports_from_cache(tmp_path
     rows = {(r["model"], r["mode"], r["label_ratio"]): r for r in json.loads((tmp_path / "report.json").read_text())["results"]}
     assert all(r["trained"] == "transductive" for r in rows.values())
     assert not rows["semi", "non-transductive", 0.4]["protocol"]["transductive"]
+    assert rows["semi", "non-transductive", 0.4]["protocol"]["episodes"] == 4
+    assert ("labeled-only", "non-transductive", 0.4) not in rows and len(rows) == 6
     assert rows["semi", "transductive", 1.0]["run"] == rows["labeled-only", "transductive", 1.0]["run"]
     assert rows["semi", "transductive", 1.0]["accuracy"] == rows["labeled-only", "transductive", 1.0]["accuracy"]
     bad = egnn(*sweep, "--only", "nope")
