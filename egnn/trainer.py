@@ -82,11 +82,15 @@ def load_backbone(cfg: Config, in_channels: int, image_size: int):
             raise ConfigError(f"backbone checkpoint {path} expects {blob['in_channels']}x{blob['image_size']}px "
                               f"images, this dataset has {in_channels}x{image_size}: pass --image-size "
                               f"{blob['image_size']} or another checkpoint")
-        arch = saved  # a run built on a pretrained backbone: its architecture is the pretraining run's
-        while arch.backbone_checkpoint:
-            arch = make_config(saved_config(load_checkpoint(arch.backbone_checkpoint)["config"]))
+        if blob.get("backbone_arch"):  # a run built on a pretrained backbone records the pretraining run's
+            arch = make_config(blob["backbone_arch"])
+        else:  # a pretraining run, or a run saved before runs recorded it: follow the chain
+            arch = saved
+            while arch.backbone_checkpoint:
+                arch = make_config(saved_config(load_checkpoint(arch.backbone_checkpoint)["config"]))
         backbone = create_backbone(arch.backbone, in_channels=in_channels, image_size=image_size, out_features=0,
                                    **arch.backbone_widths())
+        backbone.arch = {"backbone": arch.backbone, "widths": arch.widths}  # saved with runs built on it
     except KeyError as exc:
         raise CheckpointError(f"{path} is not a backbone checkpoint ({exc}): pass the best.pt of egnn pretrain") from None
     state = {k[len("backbone."):]: v for k, v in blob["model"].items() if k.startswith("backbone.")}
@@ -238,6 +242,7 @@ class Trainer:
     # -- checkpoints -------------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
         return {"config": self.cfg.to_dict(), "in_channels": self.image_shape[0], "image_size": self.image_shape[-1],
+                "backbone_arch": getattr(self.method.backbone, "arch", None),
                 "model": self.method.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "iteration": self.iteration, "best_val": self.best_val,
                 "best_iteration": self.best_iteration, "train_seconds": self.train_seconds, "rng": rng_state()}
@@ -379,6 +384,7 @@ class Trainer:
         if improved:
             save_checkpoint(self.out / "best.pt", config=self.cfg.to_dict(), model=self.method.state_dict(),
                             in_channels=self.image_shape[0], image_size=self.image_shape[-1],
+                            backbone_arch=getattr(self.method.backbone, "arch", None),
                             iteration=self.iteration, val_acc=val)
         with open(self.out / "metrics.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")

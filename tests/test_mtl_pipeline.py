@@ -26,7 +26,11 @@ def test_pretrain_meta_transfer_then_egnn_on_the_ss_backbone(tmp_path, monkeypat
         if "running" not in k and "num_batches" not in k:
             assert torch.equal(after[k], v), k  # pretrained weights untouched
     assert any(not torch.equal(after[k], torch.ones_like(after[k])) for k in after if k.endswith(".scale"))
-    # stage 3: EGNN on the meta-transferred backbone, SS frozen
+    # stage 3: EGNN on the meta-transferred backbone, SS frozen; the stage-2 checkpoint records the architecture,
+    # so stage 3 does not need the stage-1 file any more
+    assert torch.load(tmp_path / "mtl" / "best.pt", weights_only=False)["backbone_arch"] == {
+        "backbone": "resnet12", "widths": "8,8,12,12"}
+    (tmp_path / "pre" / "best.pt").rename(tmp_path / "pre" / "moved.pt")
     egnn = Trainer(make_config(**{**base, "backbone": "resnet12-mtl"}, backbone_checkpoint=str(tmp_path / "mtl" / "best.pt"),
                                train_ss=False, iterations=2, tasks_per_batch=2, val_every=2, embedding=12,
                                node_features=8, edge_features=8, out=str(tmp_path / "egnn")), SPLITS)
