@@ -20,6 +20,7 @@ case "${1:-5w}" in
   5w-q15) run 5 600 10 1000 q15 --query 15 --query-max 0 ;;
   20w-random) run 20 300 5 300 random1-15 --query 1 --query-max 15 ;;
   20w-q5) run 20 300 5 300 q5 --query 5 --query-max 0 ;;
+  20w-q15) run 20 300 2 300 q15 --query 15 --query-max 0 ;;  # 2 tasks per batch: a 320-node graph each
   5w) run 5 600 10 1000 q1 --query 1 --query-max 0; run 5 600 10 1000 random1-15 --query 1 --query-max 15
       run 5 600 10 1000 q5 --query 5 --query-max 0; run 5 600 10 1000 q15 --query 15 --query-max 0 ;;
   20w) run 20 300 5 300 q1 --query 1 --query-max 0; run 20 300 5 300 random1-15 --query 1 --query-max 15
