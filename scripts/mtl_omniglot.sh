@@ -40,6 +40,14 @@ case "${1:-all}" in
   pretrain) egnn pretrain --dataset omniglot --widths 32,64,96,128 --iterations 800 --val-every 200 --val-episodes 200 \
       --threads 1 --out $R/pretrain --resume > runs/logs/mtl_pretrain.log 2>&1 ;;
   5w) way 5 "${@:2}" ;;
+  5w-equal-steps)  # HT takes two optimiser steps per iteration: the no-HT EGNN runs again with as many steps
+    for bb in conv4 mtl; do
+      extra=(); [ $bb = mtl ] && extra=(--backbone resnet12-mtl --backbone-checkpoint $R/mt_5w1s_no-hard-tasks/best.pt)
+      done_ $R/egnn_${bb}_5w1s_no-hard-tasks_400it || egnn train "${extra[@]}" --transductive --query-max 0 \
+        --dataset omniglot --way 5 --shot 1 --no-hard-tasks --iterations 400 --tasks-per-batch 8 --val-every 50 \
+        --val-episodes 100 --test-episodes 1000 --threads 1 --quiet --resume --out $R/egnn_${bb}_5w1s_no-hard-tasks_400it \
+        > runs/logs/mtl_egnn_${bb}_5w1s_400it.log 2>&1
+    done ;;
   20w) way 20 "${@:2}" ;;
   all) "$0" pretrain; "$0" 5w; "$0" 20w ;;
 esac
