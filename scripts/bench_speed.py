@@ -304,14 +304,17 @@ def table(rows: list[dict]) -> str:
             lines.append(f"| graph only, {setting} {mode}, bf16 autocast | {ref:.2f} | - | {bf16['train_s']:.3f} | "
                          f"{ref / bf16['train_s']:.1f}x | {bf16['eval_s']:.3f} |")
     roof = [r for r in rows if r["kind"] == "roofline" and "train_floor_s" in r]
-    if roof:
-        lines += ["", f"| graph only, float32 floor | matmul GFLOP/it | floor at {roof[0]['peak_gflops']:.0f} GFLOPS (s/it) "
-                      "| 5x target (s/it) | best possible speed-up |", "|---|---|---|---|---|"]
+    if roof:  # the most generous floors: the best matmul throughput any row measured
+        peak = max(r["peak_gflops"] for r in roof)
+        shape = max(r["edge_mlp_gflops"] for r in roof)
+        lines += ["", f"| graph only, float32 floor | matmul GFLOP/it | floor at peak, {peak:.0f} GFLOPS (s/it) | floor at "
+                      f"the edge MLP's shape, {shape:.0f} GFLOPS (s/it) | 5x target (s/it) | best possible speed-up |",
+                  "|---|---|---|---|---|---|"]
         for r in roof:
             key = f"{r['setting']}-{'trans' if r['transductive'] else 'nontrans'}"
-            ref = REFERENCE["graph"][key]
-            lines.append(f"| {r['setting']} {key.split('-')[1]} | {r['train_gflop']:.1f} | {r['train_floor_s']:.3f} | "
-                         f"{ref / 5:.3f} | {ref / r['train_floor_s']:.1f}x |")
+            ref, gflop = REFERENCE["graph"][key], r["train_gflop"]
+            lines.append(f"| {r['setting']} {key.split('-')[1]} | {gflop:.1f} | {gflop / peak:.3f} | {gflop / shape:.3f} | "
+                         f"{ref / 5:.3f} | {ref * peak / gflop:.1f}x at peak, {ref * shape / gflop:.1f}x at shape |")
     lines += ["", "| full iteration (Conv-4, 84x84, 40 tasks) | reference (s/it) | ours (s/it) | speed-up | peak GB |",
               "|---|---|---|---|---|"]
     for r in rows:
