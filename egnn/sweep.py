@@ -6,9 +6,10 @@ and/or ``non-transductive``), ``evaluation`` (``episodes``, ``query``), ``output
 optionally ``train_modes`` (mode -> the mode its models are trained in; e.g. ``{non-transductive:
 transductive}`` tests the transductively trained models without transduction, when training per query graph
 is too costly). ``evaluation.episodes`` may be a number or a mapping mode -> number (a non-transductive
-episode costs a graph per query), and a model's entry may hold ``modes`` to run only some of them. Each (model, training mode, ratio) is trained once in ``runs/label_ratio/...`` (resumed if
-already there; at ratio 1 the labeled-only variant is the same run as its semi-supervised twin) and tested
-on the same fixed episodes: the labeled-only variant sees those episodes with their unlabeled supports removed.
+episode costs a graph per query), and a model's entry may hold ``modes`` to run only some of them. Each
+(model, training mode, ratio) is trained once in ``runs/label_ratio/...`` (resumed if already there; at ratio 1
+the labeled-only variant is the same run as its semi-supervised twin) and tested on the same fixed episodes:
+the labeled-only variant sees those episodes with their unlabeled supports removed.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from typing import Any
 
 from egnn.config import make_config
 from egnn.data import load_dataset
+from egnn.data.paths import atomic_save
 from egnn.errors import ConfigError
 from egnn.reports import read_spec, write_report
 from egnn.trainer import Trainer, evaluate_config
@@ -87,9 +89,8 @@ def _test(trainer: Trainer, cfg, splits, ev: dict[str, Any]) -> dict[str, Any]:
     unlabeled = cfg.unlabeled if cfg.label_ratio < 1 else "keep"  # nothing to drop at ratio 1
     mode = "transductive" if cfg.transductive else "non-transductive"
     episodes = ev["episodes"][mode] if isinstance(ev["episodes"], dict) else ev["episodes"]
-    name = (f"test_{'trans' if cfg.transductive else 'nontrans'}_{unlabeled}_{episodes}x{ev['query']}"
-            f"_seed{cfg.eval_seed}.json")
-    path = Path(cfg.out) / name
+    tag = "trans" if cfg.transductive else "nontrans"
+    path = Path(cfg.out) / f"test_{tag}_{unlabeled}_{episodes}x{ev['query']}_seed{cfg.eval_seed}.json"
     if path.exists():
         cached = json.loads(path.read_text())
         if cached.get("best_iteration") == trainer.best_iteration:
@@ -97,9 +98,7 @@ def _test(trainer: Trainer, cfg, splits, ev: dict[str, Any]) -> dict[str, Any]:
     trainer.load_best()
     res = evaluate_config(trainer.method, splits["test"], cfg, episodes, ev["query"])
     out = {**res.to_dict(), "best_iteration": trainer.best_iteration}
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(out, indent=1))
-    tmp.replace(path)  # atomic: a killed sweep leaves no half-written result
+    atomic_save(json.dumps(out, indent=1), path, write=lambda text, file: Path(file).write_text(text))
     return out
 
 

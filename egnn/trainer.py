@@ -244,8 +244,9 @@ class Trainer:
         return {"config": self.cfg.to_dict(), "in_channels": self.image_shape[0], "image_size": self.image_shape[-1],
                 "backbone_arch": getattr(self.method.backbone, "arch", None),
                 "model": self.method.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "iteration": self.iteration, "best_val": self.best_val,
-                "best_iteration": self.best_iteration, "train_seconds": self.train_seconds, "rng": rng_state()}
+                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+                "iteration": self.iteration, "best_val": self.best_val, "best_iteration": self.best_iteration,
+                "train_seconds": self.train_seconds, "rng": rng_state()}
 
     def resume(self) -> None:
         path = self.out / "last.pt"

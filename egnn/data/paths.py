@@ -20,13 +20,14 @@ def cache_dir() -> Path:
     return Path(os.environ.get("EGNN_CACHE", Path.home() / ".cache" / "egnn")).expanduser()
 
 
-def atomic_save(obj, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename: a crash never leaves half a file."""
+def atomic_save(obj, path: str | os.PathLike, write=torch.save) -> None:
+    """``write(obj, file)`` (default ``torch.save``) to a temporary file of this process in the same folder, then
+    rename: a crash never leaves half a file, and processes writing the same file never mix their bytes."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        torch.save(obj, tmp)
+        write(obj, tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
