@@ -91,13 +91,25 @@ def test_usage_errors_are_one_line(args, needles):
     assert_user_error(egnn(*args), *needles)
 
 
+# a closed local port stands in for "no network", wherever the tests run
+NO_NETWORK = {k: "http://127.0.0.1:9" for k in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY")}
+
+
 def test_missing_data_without_network(tmp_path):
-    env = {"EGNN_DATA": str(tmp_path / "empty"), "EGNN_CACHE": str(tmp_path / "cache"),
-           # a closed local port stands in for "no network", wherever the tests run
-           "http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9",
-           "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"}
+    env = {"EGNN_DATA": str(tmp_path / "empty"), "EGNN_CACHE": str(tmp_path / "cache"), **NO_NETWORK}
     proc = egnn("train", "--dataset", "omniglot", "--out", tmp_path / "r", env=env)
     assert_user_error(proc, "Omniglot not found", "--data-root")
+
+
+def test_a_cache_does_not_stand_in_for_missing_data(omniglot_root, tmp_path):
+    from egnn.data.omniglot import load_characters
+    from egnn.data.paths import cache_dir
+
+    load_characters(omniglot_root)  # decoded from the real copy into the shared cache (or already there)
+    assert list(cache_dir().glob("omniglot_28_*.pt"))
+    env = {"EGNN_DATA": str(tmp_path / "gone"), **NO_NETWORK}
+    assert_user_error(egnn("train", "--dataset", "omniglot", "--out", tmp_path / "r", env=env), "Omniglot not found")
+    assert not (tmp_path / "r").exists()  # nothing half-written
 
 
 def test_bad_config_files(tmp_path):

@@ -10,7 +10,7 @@ from egnn.data import load_dataset
 from egnn.data.cifar import CIFAR_FS, FC100
 from egnn.episodes import EpisodeSampler
 from egnn.errors import DataError
-from tests.test_cli import assert_user_error, egnn
+from tests.test_cli import NO_NETWORK, assert_user_error, egnn
 
 RNG = np.random.default_rng(0)
 
@@ -151,9 +151,7 @@ def test_cifar_fs_and_fc100_splits(tmp_path):
 
 
 def test_cifar_missing_without_network(tmp_path):
-    env = {"EGNN_DATA": str(tmp_path / "none"), "EGNN_CACHE": str(tmp_path / "c"),
-           "http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9",
-           "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"}
+    env = {"EGNN_DATA": str(tmp_path / "none"), "EGNN_CACHE": str(tmp_path / "c"), **NO_NETWORK}
     assert_user_error(egnn("train", "--dataset", "fc100", "--out", tmp_path / "r", env=env),
                       "CIFAR-100 not found", "--data-root")
 

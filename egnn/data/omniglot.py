@@ -7,10 +7,12 @@ characters. Every character becomes 4 classes, rotated by 0, 90, 180 and 270 deg
 4,400 / 400 / 1,692 classes of 20 images each.
 
 The folders are read directly (torchvision's ``Omniglot`` only checks its zips' checksums); where they are
-missing, torchvision downloads and extracts them. Decoded images are cached as one uint8 tensor file.
+missing, torchvision downloads and extracts them. Decoded images are cached as one uint8 tensor file per source
+folder, so the cache never hides a missing or replaced copy.
 """
 from __future__ import annotations
 
+import hashlib
 import re
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -66,16 +68,24 @@ def _scan(folder: Path) -> dict[int, tuple[str, list[Path]]]:
     return chars
 
 
+def _cache_path(folder: Path, image_size: int) -> Path:
+    """One cache per source folder and its state: a cache decoded elsewhere never stands in for a missing or
+    replaced copy (the alphabet folders' mtimes change when alphabets are added, removed or re-extracted)."""
+    stamp = ";".join(f"{(folder / s).resolve()}@{(folder / s).stat().st_mtime_ns}" for s in SUBSETS)
+    return cache_dir() / f"omniglot_{image_size}_{hashlib.sha1(stamp.encode()).hexdigest()[:12]}.pt"
+
+
 def load_characters(root: str | Path | None = None, image_size: int = 28) -> tuple[torch.Tensor, list[str]]:
     """All characters as ``(1623, 20, size, size)`` uint8 in global-id order, and their names. Cached."""
-    cache = cache_dir() / f"omniglot_{image_size}.pt"
+    folder = _find_or_download(data_root(root))
+    cache = _cache_path(folder, image_size)
     if cache.exists():
         try:
             blob = torch.load(cache, weights_only=True)
             return blob["images"], blob["names"]
         except Exception:
             cache.unlink(missing_ok=True)  # a stale or broken cache is rebuilt, never trusted
-    chars = _scan(_find_or_download(data_root(root)))
+    chars = _scan(folder)
     if len(chars) != NUM_CHARACTERS or any(len(f) != 20 for _, f in chars.values()):
         bad = next((n for n, f in chars.values() if len(f) != 20), f"{len(chars)} characters")
         raise DataError(f"Omniglot under {data_root(root)} is incomplete ({bad}): expected {NUM_CHARACTERS} "
