@@ -116,6 +116,14 @@ def test_mini_imagenet_pickles(tmp_path):
     assert splits["train"].images.shape == (12, 3, 84, 84) and splits["test"].num_classes == 2
 
 
+def test_a_replaced_source_is_read_again_not_served_from_the_cache(tmp_path):
+    folder = tmp_path / "mini-imagenet" / "compacted_datasets"
+    make_pickles(folder, "mini_imagenet_{split}.pickle")
+    assert load_dataset("mini-imagenet", tmp_path)["train"].num_classes == 3
+    make_pickles(folder, "mini_imagenet_{split}.pickle", splits={"train": 5, "val": 2, "test": 2})  # re-extracted
+    assert load_dataset("mini-imagenet", tmp_path)["train"].num_classes == 5
+
+
 def test_mini_imagenet_wrong_array_shape_and_missing_files(tmp_path):
     make_pickles(tmp_path / "mini-imagenet" / "compacted_datasets", "mini_imagenet_{split}.pickle",
                  shape=(84, 84))

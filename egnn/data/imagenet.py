@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from egnn.data.base import FewShotSplit
-from egnn.data.images import SPLITS, cached, load_folder, read_pickle, split_from_arrays
+from egnn.data.images import SPLITS, cached, load_folder, read_pickle, split_from_arrays, stamp
 from egnn.data.paths import data_root
 from egnn.errors import DataError
 
@@ -22,7 +22,7 @@ def load_mini_imagenet(root=None, image_size: int = 84) -> dict[str, FewShotSpli
     base = data_root(root) / "mini-imagenet"
     pickles = {s: base / "compacted_datasets" / f"mini_imagenet_{s}.pickle" for s in SPLITS}
     if all(p.is_file() for p in pickles.values()):
-        return cached(f"mini:{base.resolve()}:{image_size}", lambda: {
+        return cached(f"mini:{base.resolve()}:{stamp(pickles.values())}:{image_size}", lambda: {
             s: split_from_arrays(read_pickle(p), image_size, f"mini-imagenet/{s}", p) for s, p in pickles.items()})
     if (base / "images").is_dir():
         return load_folder(base, image_size, 3, "mini-imagenet", {s: MINI_SPLITS / f"{s}.csv" for s in SPLITS})
@@ -49,4 +49,4 @@ def load_tiered_imagenet(root=None, image_size: int = 84) -> dict[str, FewShotSp
             out[s] = split_from_arrays(merged, image_size, f"tiered-imagenet/{s}", files[0].parent)
         return out
 
-    return cached(f"tiered:{base.resolve()}:{image_size}", build)
+    return cached(f"tiered:{base.resolve()}:{stamp(sum(chunks.values(), []))}:{image_size}", build)

@@ -84,6 +84,11 @@ def folder_files(root: Path, csvs: dict[str, Path] | None = None) -> dict[str, d
     return out
 
 
+def stamp(paths) -> int:
+    """The newest mtime among ``paths``: part of a cache key, so a replaced or re-extracted source is re-read."""
+    return max((Path(p).stat().st_mtime_ns for p in paths), default=0)
+
+
 def cached(key: str, build) -> dict[str, FewShotSplit]:
     """Build splits once per key (e.g. a root and an image size) and keep them as one tensor file."""
     path = cache_dir() / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.pt"
@@ -108,8 +113,8 @@ def load_folder(root=None, image_size: int = 84, channels: int = 3, name: str = 
         files = folder_files(root, csvs)
         return {s: split_from_files(files[s], image_size, channels, f"{name}/{s}") for s in SPLITS}
 
-    stamp = max((p.stat().st_mtime_ns for p in root.iterdir()), default=0)  # a changed folder is re-read
-    return cached(f"folder:{root.resolve()}:{stamp}:{image_size}:{channels}:{sorted((csvs or {}).items())}", build)
+    key = f"{root.resolve()}:{stamp(root.iterdir())}:{image_size}:{channels}:{sorted((csvs or {}).items())}"
+    return cached(f"folder:{key}", build)
 
 
 def split_from_arrays(per_class: dict, size: int, name: str, source: Path) -> FewShotSplit:
