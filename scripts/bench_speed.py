@@ -75,10 +75,9 @@ def graph_row(setting, transductive, symmetric=True, repeat=5, tasks=40, precisi
     """Graph network only: random 128-d embeddings in, edge-labeling loss, backward, Adam."""
     import torch
 
-    from egnn.trainer import autocast
-
     from egnn.graph import DenseEpisodes
     from egnn.losses import edge_labeling_loss
+    from egnn.trainer import autocast
 
     way, shot = SETTINGS[setting]
     batch = _episodes(way, shot, 1, tasks, size=2, channels=1)

@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from egnn.data.base import FewShotSplit
-from egnn.data.images import SPLITS, cached, load_folder, read_pickle, split_from_arrays, stamp
-from egnn.data.paths import data_root
+from egnn.data.images import SPLITS, cached, load_folder, read_pickle, split_from_arrays
+from egnn.data.paths import data_root, stamp
 from egnn.errors import DataError
 
 MINI_SPLITS = Path(__file__).parent / "splits" / "miniimagenet"

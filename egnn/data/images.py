@@ -15,7 +15,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from egnn.data.base import FewShotSplit
-from egnn.data.paths import atomic_save, cache_dir
+from egnn.data.paths import atomic_save, cache_dir, stamp
 from egnn.errors import DataError
 
 SPLITS = ("train", "val", "test")
@@ -82,11 +82,6 @@ def folder_files(root: Path, csvs: dict[str, Path] | None = None) -> dict[str, d
             classes.setdefault(label, []).append(found)
         out[split] = classes
     return out
-
-
-def stamp(paths) -> int:
-    """The newest mtime among ``paths``: part of a cache key, so a replaced or re-extracted source is re-read."""
-    return max((Path(p).stat().st_mtime_ns for p in paths), default=0)
 
 
 def cached(key: str, build) -> dict[str, FewShotSplit]:

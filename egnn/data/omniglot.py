@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 from egnn.data.base import FewShotSplit
-from egnn.data.paths import atomic_save, cache_dir, data_root
+from egnn.data.paths import atomic_save, cache_dir, data_root, stamp
 from egnn.errors import DataError
 
 SUBSETS = ("images_background", "images_evaluation")
@@ -71,8 +71,8 @@ def _scan(folder: Path) -> dict[int, tuple[str, list[Path]]]:
 def _cache_path(folder: Path, image_size: int) -> Path:
     """One cache per source folder and its state: a cache decoded elsewhere never stands in for a missing or
     replaced copy (the alphabet folders' mtimes change when alphabets are added, removed or re-extracted)."""
-    stamp = ";".join(f"{(folder / s).resolve()}@{(folder / s).stat().st_mtime_ns}" for s in SUBSETS)
-    return cache_dir() / f"omniglot_{image_size}_{hashlib.sha1(stamp.encode()).hexdigest()[:12]}.pt"
+    key = f"{folder.resolve()}@{stamp(folder / s for s in SUBSETS)}"
+    return cache_dir() / f"omniglot_{image_size}_{hashlib.sha1(key.encode()).hexdigest()[:12]}.pt"
 
 
 def load_characters(root: str | Path | None = None, image_size: int = 28) -> tuple[torch.Tensor, list[str]]:

@@ -20,6 +20,11 @@ def cache_dir() -> Path:
     return Path(os.environ.get("EGNN_CACHE", Path.home() / ".cache" / "egnn")).expanduser()
 
 
+def stamp(paths) -> int:
+    """The newest mtime among ``paths``: part of a cache key, so a replaced or re-extracted source is re-read."""
+    return max((Path(p).stat().st_mtime_ns for p in paths), default=0)
+
+
 def atomic_save(obj, path: str | os.PathLike, write=torch.save) -> None:
     """``write(obj, file)`` (default ``torch.save``) to a temporary file of this process in the same folder, then
     rename: a crash never leaves half a file, and processes writing the same file never mix their bytes."""
