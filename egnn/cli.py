@@ -101,6 +101,14 @@ def train(
     layers: Optional[int] = typer.Option(None, help="Graph layers."),
     knn: Optional[int] = typer.Option(None, help="Sparse transductive graphs: edges from each node's k nearest "
                                       "nodes and supports (0: fully connected)."),
+    dropout: Optional[float] = typer.Option(None, help="Graph dropout, whole channels per graph (-1: the "
+                                            "reference's, 0.1 on mini-imagenet, else 0)."),
+    encoder_dropout: Optional[float] = typer.Option(None, help="Conv-4 Dropout2d after blocks 3, 4 (-1: the "
+                                                    "reference's 0.4, 0.5 on 84px inputs, none on smaller)."),
+    encoder_norm: Optional[str] = typer.Option(None, help="Conv-4 BatchNorm statistics: slot (per node slot, the "
+                                               "reference) or batch (whole batch)."),
+    conv4_padding: Optional[str] = typer.Option(None, help="reference (second convolution unpadded) or same."),
+    graph_slope: Optional[float] = typer.Option(None, help="LeakyReLU slope of the graph MLPs (reference: 0.01)."),
     iterations: Optional[int] = typer.Option(None, help="Meta-training iterations."),
     tasks_per_batch: Optional[int] = typer.Option(None, help="Episodes per iteration."),
     lr: Optional[float] = typer.Option(None, help="Adam learning rate."),

@@ -53,7 +53,11 @@ class Config:
     layers: int = 3
     node_features: int = 96
     edge_features: int = 96
-    dropout: float = 0.0
+    dropout: float = -1.0  # graph dropout (whole channels per graph); -1 (auto): the reference's, 0.1 on mini-imagenet, else 0
+    encoder_dropout: float = -1.0  # Conv-4 Dropout2d; -1 (auto): the reference's 0.4 / 0.5 after blocks 3 / 4 on >= 84px inputs, none on smaller; p >= 0: p after both
+    encoder_norm: str = "slot"  # Conv-4 BatchNorm statistics: per node slot (the reference) or over the whole batch
+    conv4_padding: str = "reference"  # reference: second convolution unpadded (84 -> 5x5 maps); same: every one padded
+    graph_slope: float = 0.01  # LeakyReLU slope of the node and edge MLPs (the reference's nn.LeakyReLU() default)
     knn: int = 0  # > 0: transductive EGNN on sparse graphs, edges from each node's knn nearest nodes and supports
     # optimisation
     iterations: int = 100
@@ -104,8 +108,16 @@ class Config:
             raise ConfigError(f"inner-steps must be >= 0 and inner-lr > 0, got {self.inner_steps} and {self.inner_lr}")
         if self.knn < 0:
             raise ConfigError(f"knn must be 0 (dense graphs) or at least 1, got {self.knn}")
-        if self.lr <= 0 or self.weight_decay < 0 or not 0 <= self.dropout < 1:
-            raise ConfigError("lr must be > 0, weight-decay >= 0 and dropout in [0, 1)")
+        if self.lr <= 0 or self.weight_decay < 0 or not (self.dropout == -1 or 0 <= self.dropout < 1):
+            raise ConfigError("lr must be > 0, weight-decay >= 0 and dropout in [0, 1) (or -1: the reference's)")
+        if not (self.encoder_dropout == -1 or 0 <= self.encoder_dropout < 1):
+            raise ConfigError(f"encoder-dropout must be in [0, 1) or -1 (the reference's), got {self.encoder_dropout}")
+        if self.encoder_norm not in ("slot", "batch"):
+            raise ConfigError(f"encoder-norm must be slot or batch, got '{self.encoder_norm}'")
+        if self.conv4_padding not in ("reference", "same"):
+            raise ConfigError(f"conv4-padding must be reference or same, got '{self.conv4_padding}'")
+        if not 0 <= self.graph_slope < 1:
+            raise ConfigError(f"graph-slope must be in [0, 1), got {self.graph_slope}")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ConfigError(f"device must be cpu or cuda, got '{self.device}'")
         if self.precision not in ("fp32", "bf16", "fp16"):
@@ -122,6 +134,22 @@ class Config:
             cap = AUTO_QUERY_MAX if available is None else min(AUTO_QUERY_MAX, available)
             return self.query, max(self.query, cap) if robust else self.query
         return self.query, max(self.query, self.query_max)
+
+    def graph_dropout(self) -> float:
+        """The graph network's dropout, ``dropout`` resolved: the reference uses 0.1 on miniImageNet, else 0."""
+        if self.dropout >= 0:
+            return self.dropout
+        return 0.1 if self.dataset == "mini-imagenet" else 0.0
+
+    def backbone_options(self, factory) -> dict[str, Any]:
+        """Keyword arguments of ``factory`` (a registered backbone) that this config sets: widths, the encoder
+        dropout, and the Conv-4 options where the factory takes them."""
+        import inspect
+
+        accepted = inspect.signature(factory).parameters
+        options = {"dropout": self.encoder_dropout, "norm": self.encoder_norm, "padding": self.conv4_padding,
+                   **self.backbone_widths()}
+        return {k: v for k, v in options.items() if k in accepted}
 
     def backbone_widths(self) -> dict[str, Any]:
         """``{"widths": (...)}`` for :func:`egnn.backbones.create_backbone`, or nothing for the default."""

@@ -19,6 +19,8 @@ import torch.distributed as dist
 import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from egnn.nn.slot_norm import SlotBatchNorm
+
 
 def world() -> tuple[int, int]:
     """``(rank, world_size)``; ``(0, 1)`` outside a process group."""
@@ -50,8 +52,12 @@ class _AllReduceSum(torch.autograd.Function):
         return grad
 
 
-def _all_reduce(t: torch.Tensor) -> torch.Tensor:
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum of ``t`` over ranks, differentiable (the gradient is summed over ranks too)."""
     return _AllReduceSum.apply(t)
+
+
+_all_reduce = all_reduce_sum
 
 
 class GlobalBatchNorm(_BatchNorm):
@@ -69,6 +75,7 @@ class GlobalBatchNorm(_BatchNorm):
         _, size = world()
         if not self.training or size == 1:
             return super().forward(x)
+        dtype, x = x.dtype, x.float()  # statistics in float32, also under autocast (lerp_ needs one dtype)
         dims = [0, *range(2, x.dim())]  # every axis but the channels
         shape = [1, -1] + [1] * (x.dim() - 2)
         local = torch.cat([x.sum(dims), x.new_tensor([x.numel() / x.shape[1]])])
@@ -83,13 +90,14 @@ class GlobalBatchNorm(_BatchNorm):
             self.running_mean.lerp_(mean.detach(), m)
             self.running_var.lerp_(var.detach() * n / (n - 1).clamp_min(1), m)
         out = centred * torch.rsqrt(var + self.eps).view(shape)
-        return out * self.weight.view(shape) + self.bias.view(shape) if self.affine else out
+        out = out * self.weight.float().view(shape) + self.bias.float().view(shape) if self.affine else out
+        return out.to(dtype)
 
 
 def globalize_batchnorm(module: nn.Module) -> nn.Module:
     """Replace every BatchNorm in ``module`` by a :class:`GlobalBatchNorm` holding the same state."""
     for name, child in module.named_children():
-        if isinstance(child, _BatchNorm) and not isinstance(child, GlobalBatchNorm):
+        if isinstance(child, _BatchNorm) and not isinstance(child, (GlobalBatchNorm, SlotBatchNorm)):  # those sync
             new = GlobalBatchNorm(child.num_features, child.eps, child.momentum, child.affine,
                                   child.track_running_stats).to(next(child.buffers()).device)
             new.load_state_dict(child.state_dict())
@@ -119,4 +127,4 @@ def barrier() -> None:
         dist.barrier()
 
 
-__all__ = ["GlobalBatchNorm", "average", "barrier", "globalize_batchnorm", "init_from_env", "world"]
+__all__ = ["GlobalBatchNorm", "all_reduce_sum", "average", "barrier", "globalize_batchnorm", "init_from_env", "world"]

@@ -67,6 +67,7 @@ def collate(episodes: list[Episode], full_edges: bool = True) -> Batch:
     labeled = torch.zeros(n, dtype=torch.bool)
     labeled[:s] = first.labeled
     nodes = dict(x=torch.cat([e.images for e in episodes]), y=y.flatten(), support_mask=support.repeat(b),
+                 nodes_per_episode=n,  # every episode has n nodes: lets the encoder see node slots without a sync
                  query_mask=(~support).repeat(b), labeled_mask=labeled.repeat(b), way=torch.full((b,), first.way),
                  batch=torch.arange(b).repeat_interleave(n), ptr=torch.arange(b + 1) * n)
     if not full_edges:
@@ -76,6 +77,12 @@ def collate(episodes: list[Episode], full_edges: bool = True) -> Batch:
     return Batch(**nodes, edge_index=pairs.repeat(1, b) + offsets,
                  edge_attr=init_edge_attr(y, labeled).view(b * n * n, 2),
                  edge_label=(y[:, :, None] == y[:, None, :]).float().flatten())
+
+
+def nodes_per_episode(batch: Batch) -> int:
+    """Nodes of every episode of ``batch`` when :func:`collate` found them equal-sized, else 1 (unknown)."""
+    n = getattr(batch, "nodes_per_episode", None)
+    return int(n) if isinstance(n, int) else 1
 
 
 @dataclass

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from egnn.backbones import create_backbone
+from egnn.backbones import backbone_from_config
 from egnn.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from egnn.config import Config
 from egnn.data import load_dataset
@@ -39,8 +39,7 @@ def pretrain(cfg: Config, batch_size: int = 128, resume: bool = False, log=print
     train = splits["train"]
     seed_everything(cfg.seed)
     c, size = train.image_shape[0], train.image_shape[-1]
-    backbone = create_backbone(cfg.backbone, in_channels=c, image_size=size, out_features=0, dropout=cfg.dropout,
-                               **cfg.backbone_widths())
+    backbone = backbone_from_config(cfg, c, size, 0)
     method = PrototypicalNetworks(backbone)  # holds the normalisation and scores validation episodes
     if resolve_normalize(cfg.normalize, cfg.dataset):
         method.set_normalization(*train.channel_stats())

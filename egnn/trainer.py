@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import yaml
 
-from egnn.backbones import create_backbone
+from egnn.backbones import backbone_from_config
 from egnn.checkpoint import load_checkpoint, load_model_state, rng_state, run_lock, save_checkpoint, set_rng_state
 from egnn.config import Config, make_config
 from egnn.data import FewShotSplit, load_dataset
@@ -29,6 +29,7 @@ from egnn.graph import collate
 from egnn.losses import mean_ci95, query_accuracy
 from egnn.memory import check_graph_memory
 from egnn.methods import FewShotMethod, method_class
+from egnn.nn.slot_norm import SlotBatchNorm
 
 
 @contextmanager
@@ -63,8 +64,7 @@ def build_method(cfg: Config, in_channels: int, image_size: int) -> FewShotMetho
         if stats is not None:
             method.set_normalization(*stats)
         return method
-    backbone = create_backbone(cfg.backbone, in_channels=in_channels, image_size=image_size,
-                               out_features=cfg.embedding, dropout=cfg.dropout, **cfg.backbone_widths())
+    backbone = backbone_from_config(cfg, in_channels, image_size, cfg.embedding)
     return method_class(cfg.model).from_config(backbone, cfg)
 
 
@@ -88,8 +88,7 @@ def load_backbone(cfg: Config, in_channels: int, image_size: int):
             arch = saved
             while arch.backbone_checkpoint:
                 arch = make_config(saved_config(load_checkpoint(arch.backbone_checkpoint)["config"]))
-        backbone = create_backbone(arch.backbone, in_channels=in_channels, image_size=image_size, out_features=0,
-                                   **arch.backbone_widths())
+        backbone = backbone_from_config(arch, in_channels, image_size, 0)
         backbone.arch = {"backbone": arch.backbone, "widths": arch.widths}  # saved with runs built on it
     except KeyError as exc:
         raise CheckpointError(f"{path} is not a backbone checkpoint ({exc}): pass the best.pt of egnn pretrain") from None
@@ -226,6 +225,11 @@ class Trainer:
             if cfg.tasks_per_batch % self.world:
                 raise ConfigError(f"tasks-per-batch={cfg.tasks_per_batch} does not split evenly over {self.world} "
                                   f"processes: use a multiple of {self.world}")
+            if any(isinstance(m, SlotBatchNorm) for m in self.method.modules()):
+                # 2-process gradients with per-slot statistics differ from 1 process by ~1% (tests/test_distributed.py
+                # checks the whole-batch statistics only): refuse rather than train something else
+                raise ConfigError("torchrun training needs --encoder-norm batch (per-slot encoder statistics are "
+                                  "single-process only for now)")
             globalize_batchnorm(self.method)
             self.model = torch.nn.parallel.DistributedDataParallel(self.method)
         self.augment = resolve_augment(cfg.augment, cfg.dataset)
@@ -423,8 +427,11 @@ def train(cfg: Config, resume: bool = False, progress: bool = True, test_queries
 
 def saved_config(values: dict[str, Any]) -> dict[str, Any]:
     """A checkpoint's config; runs saved before normalisation, augmentation and random query counts existed
-    used none of them."""
+    used none of them, and runs saved before the fidelity options existed used the layers egnn had then."""
     values = {"normalize": "off", "augment": "none", "query_max": 0, **values}
+    if "graph_slope" not in values:  # written before egnn matched the reference layer for layer
+        values = {"encoder_dropout": values.get("dropout", 0.0), "encoder_norm": "batch", "conv4_padding": "same",
+                  "graph_slope": 0.2, **values}
     if isinstance(values["normalize"], bool):  # briefly a bool
         values["normalize"] = "on" if values["normalize"] else "off"
     return values

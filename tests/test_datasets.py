@@ -180,7 +180,7 @@ def test_short_cli_training_on_each_format(tmp_path, fmt):
                      shape=(20, 20, 3))
     else:
         make_cifar100(root)
-    proc = egnn("train", "--dataset", dataset, "--data-root", root, "--image-size", 16, "--way", 2, "--shot", 1,
+    proc = egnn("train", "--dataset", dataset, "--data-root", root, "--image-size", 20, "--way", 2, "--shot", 1,
                 "--query", 1, "--iterations", 2, "--tasks-per-batch", 2, "--val-every", 2, "--val-episodes", 2,
                 "--test-episodes", 4, "--out", tmp_path / "run", "--quiet", env={"EGNN_CACHE": str(tmp_path / "c")})
     assert proc.returncode == 0, proc.stderr

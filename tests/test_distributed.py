@@ -10,12 +10,13 @@ from egnn.graph import collate
 from egnn.methods.egnn import EGNNMethod
 from tests.conftest import make_episode
 
+NORM = "batch"  # torchrun refuses the per-slot encoder statistics (see Trainer)
 EPISODES = [dict(way=3, shot=2, query=2, seed=s) for s in range(4)]
 
 
 def build(model="egnn"):
     torch.manual_seed(0)
-    backbone = create_backbone("conv4", in_channels=1, image_size=28, out_features=32)
+    backbone = create_backbone("conv4", in_channels=1, image_size=28, out_features=32, norm=NORM)
     return EGNNMethod(backbone, num_layers=2, node_features=16, edge_features=16)
 
 

@@ -111,7 +111,10 @@ def test_sparse_knn_path_with_every_neighbour_equals_dense(train_mode):
     eps = [make_episode(way=3, shot=2, query=2, seed=s) for s in range(3)]
     for m in (dense, sparse):
         m.train(train_mode)
-    a, b = dense(collate(eps)), sparse(collate(eps))
+    torch.manual_seed(0)  # the encoder's Dropout2d draws the same masks on both paths
+    a = dense(collate(eps))
+    torch.manual_seed(0)
+    b = sparse(collate(eps))
     assert torch.allclose(a.logits, b.logits, atol=1e-5)
     assert torch.allclose(dense.loss(a), sparse.loss(b), atol=1e-6)
     if train_mode:

@@ -22,4 +22,13 @@ def create_backbone(name: str, **kwargs) -> nn.Module:
     return BACKBONES[name](**kwargs)
 
 
+def backbone_from_config(cfg, in_channels: int, image_size: int, out_features: int) -> nn.Module:
+    """The backbone ``cfg.backbone`` with the options of ``cfg`` that it takes (widths, dropout, Conv-4's norm and
+    padding): see :meth:`egnn.config.Config.backbone_options`."""
+    if cfg.backbone not in BACKBONES:
+        return create_backbone(cfg.backbone)  # the unknown-backbone error
+    return create_backbone(cfg.backbone, in_channels=in_channels, image_size=image_size, out_features=out_features,
+                           **cfg.backbone_options(BACKBONES[cfg.backbone]))
+
+
 from egnn.backbones import conv4, resnet12  # noqa: E402,F401  (registers)

@@ -8,7 +8,8 @@ import torch.nn as nn
 from torch_geometric.data import Batch
 from torch_geometric.utils import to_dense_batch
 
-from egnn.graph import DenseEpisodes
+from egnn.graph import DenseEpisodes, nodes_per_episode
+from egnn.nn.slot_norm import node_slots
 
 
 @dataclass
@@ -58,17 +59,27 @@ class FewShotMethod(nn.Module):
         super()._load_from_state_dict(state, prefix, *args, **kwargs)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """uint8 images → floats in ``[0, 1]``, then standardised per channel when statistics are set."""
+        """uint8 images → floats in ``[0, 1]``, then standardised per channel when statistics are set. Grayscale
+        images meet a model with 3-channel statistics (e.g. one imported from the reference code) as 3 equal
+        channels."""
         x = x.float().div_(255) if x.dtype == torch.uint8 else x
+        if x.shape[1] == 1 and self.input_mean.numel() > 1:
+            x = x.expand(-1, self.input_mean.numel(), -1, -1)
         if self.input_mean.numel():
             x = (x - self.input_mean[:, None, None]) / self.input_std[:, None, None]
         return x
 
-    def encode(self, x: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+    def encode(self, x: torch.Tensor, chunk: int = 1024, slots: int = 1) -> torch.Tensor:
         """Embeddings ``(T, D)`` of images ``(T, C, H, W)``; without autograd, in chunks, so a 5000-image episode
-        never holds all its activations at once (exact in eval mode, where BatchNorm uses running statistics)."""
+        never holds all its activations at once (exact in eval mode, where BatchNorm uses running statistics).
+
+        ``slots``: images are episodes of that many nodes, episode-major; a backbone's
+        :class:`~egnn.nn.slot_norm.SlotBatchNorm` layers then take training statistics per node slot, as the
+        reference code does by encoding one slot at a time.
+        """
         if torch.is_grad_enabled() or self.training or x.shape[0] <= chunk:
-            return self.backbone(self.normalize(x))
+            with node_slots(self.backbone, slots):
+                return self.backbone(self.normalize(x))
         return torch.cat([self.backbone(self.normalize(x[i:i + chunk])) for i in range(0, x.shape[0], chunk)])
 
     def embed(self, batch: Batch) -> tuple[torch.Tensor, DenseEpisodes]:
@@ -76,7 +87,7 @@ class FewShotMethod(nn.Module):
         x = batch.x
         if x.dim() != 4:
             raise ValueError(f"Expected images of shape (nodes, C, H, W), got {tuple(x.shape)}")
-        feats = self.encode(x)  # (T, D)
+        feats = self.encode(x, slots=nodes_per_episode(batch))  # (T, D)
         v, _ = to_dense_batch(feats, batch.batch)  # (B, N, D)
         return v, DenseEpisodes.from_batch(batch)
 

@@ -8,11 +8,11 @@ from torch_geometric.data import Batch
 
 from torch_geometric.utils import scatter
 
-from egnn.graph import DenseEpisodes, edge_init, knn_edges
+from egnn.graph import DenseEpisodes, edge_init, knn_edges, nodes_per_episode
 from egnn.losses import edge_accuracy, edge_labeling_loss, layer_weights
 from egnn.methods.base import FewShotMethod, MethodOutput
 from egnn.nn import EGNN
-from egnn.nn.utils import off_diagonal
+from egnn.nn.utils import GRAPH_SLOPE, off_diagonal
 
 
 class EGNNMethod(FewShotMethod):
@@ -24,15 +24,16 @@ class EGNNMethod(FewShotMethod):
     """
 
     def __init__(self, backbone: nn.Module, num_layers: int = 3, node_features: int = 96,
-                 edge_features: int = 96, dropout: float = 0.0, knn: int = 0) -> None:
+                 edge_features: int = 96, dropout: float = 0.0, knn: int = 0, slope: float = GRAPH_SLOPE) -> None:
         super().__init__(backbone)
         self.knn = knn  # > 0: transductive episodes become sparse k-nearest-neighbour graphs
-        self.gnn = EGNN(backbone.out_features, node_features, edge_features, num_layers, dropout)
+        self.gnn = EGNN(backbone.out_features, node_features, edge_features, num_layers, dropout, slope)
         self.register_buffer("layer_weights", layer_weights(num_layers), persistent=False)
 
     @classmethod
     def from_config(cls, backbone: nn.Module, cfg) -> "EGNNMethod":
-        return cls(backbone, cfg.layers, cfg.node_features, cfg.edge_features, cfg.dropout, cfg.knn)
+        return cls(backbone, cfg.layers, cfg.node_features, cfg.edge_features, cfg.graph_dropout(), cfg.knn,
+                   cfg.graph_slope)
 
     def propagate(self, v: torch.Tensor, dense: DenseEpisodes, transductive: bool) -> torch.Tensor:
         """Edges of every layer ``(L, B, N, N, 2)`` for node features ``(B, N, D)``."""
@@ -62,14 +63,21 @@ class EGNNMethod(FewShotMethod):
         return full
 
     def loss_mask(self, dense: DenseEpisodes, transductive: bool) -> torch.Tensor:
-        """``(B, N, N)`` edges that carry loss: those touching a query, none touching an unlabeled support."""
+        """``(B, N, N)`` edges that carry loss: those touching a query, none touching an unlabeled support.
+
+        As in the reference code, transductive graphs keep the query self-loops (similarity close to 1, target 1)
+        in the positive term of the balanced loss, and non-transductive ones drop the whole query-query block,
+        which those graphs do not have. Unlike the reference, edges between an unlabeled support and a query carry
+        no loss either: the unlabeled supports' labels never reach the loss.
+        """
         query, unlabeled = dense.query_mask, dense.support_mask & ~dense.labeled_mask
         touches_query = query[:, :, None] | query[:, None, :]
         hidden = unlabeled[:, :, None] | unlabeled[:, None, :]
-        mask = off_diagonal(dense.node_mask) & touches_query & ~hidden
-        if not transductive:
-            mask &= ~(query[:, :, None] & query[:, None, :])
-        return mask
+        pairs = dense.node_mask[:, :, None] & dense.node_mask[:, None, :]
+        mask = pairs & touches_query & ~hidden
+        if transductive:
+            return mask & (off_diagonal(dense.node_mask) | (query[:, :, None] & query[:, None, :]))
+        return mask & ~(query[:, :, None] & query[:, None, :])
 
     def vote(self, similarity: torch.Tensor, dense: DenseEpisodes) -> torch.Tensor:
         """Scores ``(B, N, way)``: each node's similarity-weighted count of labeled supports per class."""
@@ -95,19 +103,20 @@ class EGNNMethod(FewShotMethod):
         """Transductive EGNN on sparse graphs, through PyG message passing: memory grows with the edges, not
         with N^2. Without ``edge_index``, each node gets edges from its ``knn`` nearest nodes of its episode and
         its ``knn`` nearest labeled supports (so every query can vote), both by embedding distance."""
-        x = self.encode(batch.x)  # (T, D)
+        x = self.encode(batch.x, slots=nodes_per_episode(batch))  # (T, D)
         y, labeled, query = batch.y, batch.labeled_mask, batch.query_mask
         if edge_index is None:
             edge_index = knn_edges(x.detach(), batch.batch, self.knn, labeled, self.knn)
         src, dst = edge_index
-        edges = self.gnn.forward_sparse(x, edge_index, edge_init(edge_index, y, labeled))  # (L, E, 2)
+        edges = self.gnn.forward_sparse(x, edge_index, edge_init(edge_index, y, labeled), batch.batch)  # (L, E, 2)
         similarity = edges[..., 0]  # (L, E)
         onehot = F.one_hot(y.clamp_min(0), int(batch.way[0]) if torch.is_tensor(batch.way) else batch.way)
         votes = similarity[-1, :, None] * (onehot[src] * labeled[src, None]).to(similarity.dtype)  # (E, way)
         scores = scatter(votes, dst, 0, dim_size=x.shape[0], reduce="sum")  # (T, way)
         b = int(batch.batch.max()) + 1
         target = (y[src] == y[dst]).float()
-        mask = (src != dst) & (query[src] | query[dst]) & (labeled | query)[src] & (labeled | query)[dst]
+        # as the dense loss_mask: edges touching a query, the query self-loops included, none touching an unlabeled support
+        mask = ((src != dst) | query[dst]) & (query[src] | query[dst]) & (labeled | query)[src] & (labeled | query)[dst]
         hit = ((similarity[-1] > 0.5).float() == target).float() * mask
         per_episode = batch.batch[dst]
         edge_acc = scatter(hit, per_episode, 0, dim_size=b) / scatter(mask.float(), per_episode, 0, dim_size=b).clamp_min(1)

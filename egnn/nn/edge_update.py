@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 from torch_geometric.utils import scatter
 
-from egnn.nn.utils import masked_apply, mlp, off_diagonal, row_normalize, weighted_apply
+from egnn.nn.utils import GRAPH_SLOPE, masked_apply, mlp, off_diagonal, row_groups, row_normalize, weighted_apply
 
 
 class EdgeUpdate(nn.Module):
@@ -21,11 +21,12 @@ class EdgeUpdate(nn.Module):
     then every self-loop is set to :math:`[1, 0]` and each edge is normalised over its two channels:
     :math:`e'_{ij} = (\bar e_{ij} + \epsilon) / \sum_c (\bar e^{c}_{ij} + \epsilon)`. The row rescaling keeps each
     node's total mass per channel, so a layer redistributes belief rather than inventing it.
-    :math:`f_e` is Linear-BN-LeakyReLU with widths ``2F, 2F, F, F`` (``F = hidden_features``), then a linear map to 1.
+    :math:`f_e` is Linear-BN-LeakyReLU(0.01) with widths ``2F, 2F, F, F`` (``F = hidden_features``), each step followed
+    by per-graph channel dropout when ``dropout > 0``, then a linear map to 1: the reference's ``sim_network``.
 
     :math:`f_e` sees :math:`|v_i - v_j| = |v_j - v_i|`, so it runs once per unordered pair and the result is
-    mirrored; the self-pairs, whose input is the zero vector, share one row. In training, BatchNorm weights
-    these rows by their multiplicity (2 per pair, one per node for the zero row), which reproduces the
+    mirrored; the self-pairs of a graph, whose input is the zero vector, share one row. In training, BatchNorm
+    weights these rows by their multiplicity (2 per pair, the graph's node count for its zero row), which reproduces the
     statistics of all :math:`N^2` ordered pairs: the same math for about half the cost
     (``symmetric=False`` runs every ordered pair, the reference computation).
 
@@ -34,13 +35,16 @@ class EdgeUpdate(nn.Module):
 
     Shapes:
         dense: node features ``(B, N, F_in)``, edges ``(B, N, N, 2)``, node mask ``(B, N)`` -> ``(B, N, N, 2)``;
-        sparse: node features ``(N, F_in)``, ``edge_index (2, E)``, edges ``(E, 2)`` -> ``(E, 2)``.
+        sparse: node features ``(N, F_in)``, ``edge_index (2, E)``, edges ``(E, 2)``, optional graph index
+        ``batch (N,)`` (for dropout) -> ``(E, 2)``.
     """
 
-    def __init__(self, in_features: int, hidden_features: int, dropout: float = 0.0, eps: float = 1e-6) -> None:
+    def __init__(self, in_features: int, hidden_features: int, dropout: float = 0.0, eps: float = 1e-6,
+                 slope: float = GRAPH_SLOPE) -> None:
         super().__init__()
         h = hidden_features
-        self.similarity = nn.Sequential(mlp([in_features, 2 * h, 2 * h, h, h], dropout), nn.Linear(h, 1))
+        self.similarity = nn.Sequential(mlp([in_features, 2 * h, 2 * h, h, h], dropout, "every", slope),
+                                        nn.Linear(h, 1))
         self.eps = eps
         self.symmetric = True
         self.reset_parameters()
@@ -69,22 +73,26 @@ class EdgeUpdate(nn.Module):
         valid = node_mask[:, iu] & node_mask[:, ju]  # (B, P)
         rows = (v[:, iu] - v[:, ju]).abs()  # (B, P, F)
         rows = rows.flatten(0, 1) if bool(valid.all()) else rows[valid]  # (R, F) real pairs only
+        group, real = row_groups(valid), rows.shape[0]  # graph of each row (for dropout)
         weight = None
-        if self.training:  # the zero input of the self-pairs, once, standing for every real node
-            rows = torch.cat([rows, rows.new_zeros(1, rows.shape[1])])
-            weight = torch.cat([rows.new_full((rows.shape[0] - 1,), 2.0), node_mask.sum().to(rows.dtype)[None]])
-        out = torch.sigmoid(weighted_apply(self.similarity, rows, weight))  # (R [+1], 1)
+        if self.training:  # each graph's self-pairs: one zero row standing for its real nodes
+            rows = torch.cat([rows, rows.new_zeros(b, rows.shape[1])])
+            group = torch.cat([group, torch.arange(b, device=v.device)])
+            weight = torch.cat([rows.new_full((real,), 2.0), node_mask.sum(1).to(rows.dtype)])
+        out = torch.sigmoid(weighted_apply(self.similarity, rows, weight, group, b))  # (R [+B], 1)
         upper = v.new_zeros(b, iu.numel(), 1)
-        upper[valid] = out[:valid.sum()]
+        upper[valid] = out[:real]
         sim = v.new_zeros(b, n, n, 1)
         sim[:, iu, ju] = upper
         sim[:, ju, iu] = upper
         return sim  # self-pairs stay 0: the caller masks them out of the prior
 
-    def forward_sparse(self, x: torch.Tensor, edge_index: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+    def forward_sparse(self, x: torch.Tensor, edge_index: torch.Tensor, e: torch.Tensor,
+                       batch: torch.Tensor | None = None) -> torch.Tensor:
         src, dst = edge_index
         n, loop = x.shape[0], (src == dst)[:, None]  # (E, 1)
-        sim = torch.sigmoid(self.similarity((x[dst] - x[src]).abs()))  # (E, 1)
+        group, groups = (None, None) if batch is None else (batch[dst], int(batch.max()) + 1)
+        sim = torch.sigmoid(weighted_apply(self.similarity, (x[dst] - x[src]).abs(), None, group, groups))  # (E, 1)
         prior = e.masked_fill(loop, 0.0)  # (E, 2)
         mass = scatter(prior, dst, 0, dim_size=n, reduce="sum")  # (N, 2) each row's total per channel
         e = torch.cat([sim, 1 - sim], -1) * prior

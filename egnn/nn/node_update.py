@@ -7,7 +7,7 @@ import torch.nn as nn
 from torch_geometric.nn import MessagePassing
 from torch_geometric.utils import scatter
 
-from egnn.nn.utils import masked_apply, mlp, off_diagonal, row_normalize
+from egnn.nn.utils import GRAPH_SLOPE, masked_apply, mlp, off_diagonal, row_normalize, weighted_apply
 
 
 class NodeUpdate(MessagePassing):
@@ -20,7 +20,8 @@ class NodeUpdate(MessagePassing):
 
     Channel 1 (similarity) gathers evidence from likely same-class neighbours, channel 2 (dissimilarity)
     from likely different-class ones; self-loops are excluded from the aggregation. :math:`f_v` is
-    Linear-BN-LeakyReLU twice, widths ``2 * out_features`` then ``out_features``.
+    Linear-BN-LeakyReLU(0.01) twice, widths ``2 * out_features`` then ``out_features``, with per-graph
+    channel dropout (:class:`~egnn.nn.utils.TaskDropout`) after the last step, as in the reference code.
 
     Dense path (:meth:`forward`): every pair of an episode is an edge.
     Sparse path (:meth:`forward_sparse`): PyG message passing over any ``edge_index``, where edge
@@ -29,12 +30,13 @@ class NodeUpdate(MessagePassing):
 
     Shapes:
         dense: node features ``(B, N, F_in)``, edges ``(B, N, N, 2)``, node mask ``(B, N)`` -> ``(B, N, F_out)``;
-        sparse: node features ``(N, F_in)``, ``edge_index (2, E)``, edges ``(E, 2)`` -> ``(N, F_out)``.
+        sparse: node features ``(N, F_in)``, ``edge_index (2, E)``, edges ``(E, 2)``, optional graph index
+        ``batch (N,)`` (for dropout) -> ``(N, F_out)``.
     """
 
-    def __init__(self, in_features: int, out_features: int, dropout: float = 0.0) -> None:
+    def __init__(self, in_features: int, out_features: int, dropout: float = 0.0, slope: float = GRAPH_SLOPE) -> None:
         super().__init__(aggr="sum")
-        self.transform = mlp([3 * in_features, 2 * out_features, out_features], dropout)
+        self.transform = mlp([3 * in_features, 2 * out_features, out_features], dropout, "last", slope)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -48,12 +50,14 @@ class NodeUpdate(MessagePassing):
         aggr = torch.einsum("bijc,bjf->bicf", weights, v).flatten(2)  # (B, N, 2F): [sim || dis] channels
         return masked_apply(self.transform, torch.cat([v, aggr], -1), node_mask)  # (B, N, F_out)
 
-    def forward_sparse(self, x: torch.Tensor, edge_index: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+    def forward_sparse(self, x: torch.Tensor, edge_index: torch.Tensor, e: torch.Tensor,
+                       batch: torch.Tensor | None = None) -> torch.Tensor:
         src, dst = edge_index
         w = e * (src != dst)[:, None].to(e.dtype)  # (E, 2) self-loops carry no message
         w = w / scatter(w, dst, 0, dim_size=x.shape[0], reduce="sum").clamp_min(1e-12)[dst]  # row-normalised
         aggr = self.propagate(edge_index, x=x, w=w)  # (N, 2F)
-        return self.transform(torch.cat([x, aggr], -1))  # (N, F_out)
+        groups = None if batch is None else int(batch.max()) + 1
+        return weighted_apply(self.transform, torch.cat([x, aggr], -1), None, batch, groups)  # (N, F_out)
 
     def message(self, x_j: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         return (w[:, :, None] * x_j[:, None, :]).flatten(1)  # (E, 2F): [sim || dis] channels

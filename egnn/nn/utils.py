@@ -5,24 +5,70 @@ import torch
 import torch.nn as nn
 
 
-def mlp(dims: list[int], dropout: float = 0.0) -> nn.Sequential:
-    """Linear -> BatchNorm -> LeakyReLU(0.2) per step: the 1x1-conv blocks of the EGNN reference code."""
+class TaskDropout(nn.Module):
+    r"""Dropout of whole feature channels per graph: ``torch.nn.Dropout2d`` on the reference's
+    ``(tasks, features, nodes, 1)`` / ``(tasks, features, nodes, nodes)`` layout, on egnn's rows.
+
+    Row ``r`` belongs to graph ``group[r]``; every graph draws one keep-mask over the features and all its rows
+    (nodes, or node pairs) share it, scaled by :math:`1 / (1 - p)`. Without ``group`` every row is its own graph
+    (element-wise dropout). The identity in eval mode or with ``p = 0``.
+
+    Shapes:
+        rows ``(R, F)``, ``group (R,)`` long in ``[0, groups)`` -> ``(R, F)``.
+    """
+
+    def __init__(self, p: float = 0.0) -> None:
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+        self.p = p
+
+    def forward(self, x: torch.Tensor, group: torch.Tensor | None = None, groups: int | None = None) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        if group is None:
+            return torch.nn.functional.dropout(x, self.p, True)
+        keep = torch.empty(groups, x.shape[-1], device=x.device, dtype=x.dtype).bernoulli_(1.0 - self.p)
+        return x * keep.div_(1.0 - self.p)[group]
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+# The reference's graph MLPs use nn.LeakyReLU() (slope 0.01); only its Conv-4 encoder uses 0.2.
+GRAPH_SLOPE = 0.01
+
+
+def mlp(dims: list[int], dropout: float = 0.0, dropout_at: str = "every", slope: float = GRAPH_SLOPE) -> nn.Sequential:
+    """Linear (no bias) -> BatchNorm -> LeakyReLU per step: the 1x1-conv blocks of the EGNN reference code.
+
+    With ``dropout > 0`` a :class:`TaskDropout` follows every step (``dropout_at="every"``: the reference's edge
+    network) or only the last (``"last"``: its node network).
+    """
     layers: list[nn.Module] = []
-    for i in range(len(dims) - 1):
-        layers += [nn.Linear(dims[i], dims[i + 1], bias=False), nn.BatchNorm1d(dims[i + 1]), nn.LeakyReLU(0.2)]
-        if dropout > 0:
-            layers.append(nn.Dropout(dropout))
+    steps = len(dims) - 1
+    for i in range(steps):
+        layers += [nn.Linear(dims[i], dims[i + 1], bias=False), nn.BatchNorm1d(dims[i + 1]), nn.LeakyReLU(slope)]
+        if dropout > 0 and (dropout_at == "every" or i == steps - 1):
+            layers.append(TaskDropout(dropout))
     return nn.Sequential(*layers)
 
 
-def masked_apply(module: nn.Module, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Apply a row-wise ``module`` to the entries of ``x (..., F)`` where ``mask (...)`` holds, zeros elsewhere.
+def row_groups(mask: torch.Tensor) -> torch.Tensor:
+    """Graph index ``(R,)`` of each ``True`` entry of ``mask (B, ...)``, in ``mask``'s row-major order."""
+    index = torch.arange(mask.shape[0], device=mask.device).view(-1, *[1] * (mask.dim() - 1))
+    return index.expand_as(mask)[mask]
 
-    BatchNorm then sees only real nodes or pairs, never padding.
+
+def masked_apply(module: nn.Module, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Apply a row-wise ``module`` (e.g. an :func:`mlp`) to the entries of ``x (B, ..., F)`` where ``mask (B, ...)``
+    holds, zeros elsewhere. BatchNorm then sees only real nodes or pairs, never padding; a :class:`TaskDropout`
+    draws one mask per graph (index 0 of ``x``).
     """
+    groups = row_groups(mask)
     if bool(mask.all()):  # episodes of equal size: no padding, no gather
-        return module(x.reshape(-1, x.shape[-1])).view(*x.shape[:-1], -1)
-    rows = module(x[mask])
+        return weighted_apply(module, x.reshape(-1, x.shape[-1]), None, groups, mask.shape[0]).view(*x.shape[:-1], -1)
+    rows = weighted_apply(module, x[mask], None, groups, mask.shape[0])
     out = rows.new_zeros(*x.shape[:-1], rows.shape[-1])
     out[mask] = rows
     return out
@@ -41,7 +87,7 @@ def row_normalize(e: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
 
 
 class _WeightedBNLeaky(torch.autograd.Function):
-    """Fused training-mode BatchNorm (weighted rows) + LeakyReLU with a hand-written backward.
+    r"""Fused training-mode BatchNorm (weighted rows) + LeakyReLU with a hand-written backward.
 
     With normalised row weights :math:`w_r` (:math:`\sum_r w_r = 1`), :math:`\mu = \sum_r w_r x_r`,
     :math:`\sigma^2 = \sum_r w_r x_r^2 - \mu^2`, :math:`\hat x = (x - \mu) / \sigma` and
@@ -96,9 +142,13 @@ def weighted_bn_leaky(bn: nn.BatchNorm1d, x: torch.Tensor, weight: torch.Tensor,
     return out
 
 
-def weighted_apply(seq: nn.Sequential, x: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
-    """Run an :func:`mlp` on rows ``x (R, F)``; with ``weight (R,)``, its training-mode BatchNorms use weighted
-    statistics (fused with the LeakyReLU that follows each of them)."""
+def weighted_apply(seq: nn.Module, x: torch.Tensor, weight: torch.Tensor | None,
+                   group: torch.Tensor | None = None, groups: int | None = None) -> torch.Tensor:
+    """Run an :func:`mlp` (optionally followed by more row-wise modules) on rows ``x (R, F)``.
+
+    With ``weight (R,)``, its training-mode BatchNorms use weighted statistics (fused with the LeakyReLU that
+    follows each of them); with ``group (R,)``, its :class:`TaskDropout` layers draw one mask per graph.
+    """
     modules = list(seq.modules())[1:] if isinstance(seq, nn.Sequential) else [seq]
     modules = [m for m in modules if not isinstance(m, nn.Sequential)]
     i = 0
@@ -111,6 +161,6 @@ def weighted_apply(seq: nn.Sequential, x: torch.Tensor, weight: torch.Tensor | N
             continue
         if weight is not None and isinstance(module, nn.BatchNorm1d) and module.training:
             raise ValueError("weighted rows need BatchNorm1d (affine) followed by LeakyReLU, as built by mlp()")
-        x = module(x)
+        x = module(x, group, groups) if isinstance(module, TaskDropout) else module(x)
         i += 1
     return x
