@@ -352,6 +352,25 @@ def label_ratio(
     typer.echo(f"wrote {', '.join(str(f) for f in files.values())}")
 
 
+@app.command("import-reference")
+@user_errors
+def import_reference(
+    checkpoint: Path = typer.Argument(..., help="A checkpoint saved by the original EGNN code (khy0809/fewshot-egnn)."),
+    out: Path = typer.Option(..., help="Run directory to create (best.pt, config.yaml, imported.json)."),
+    dataset: str = typer.Option("omniglot", help="What it was trained on: omniglot (as ../shared/reference's driver "
+                                "builds it), mini-imagenet or tiered-imagenet."),
+    way: int = typer.Option(5, help="Classes per episode it was trained with (the default for egnn eval)."),
+    shot: int = typer.Option(1, help="Shots it was trained with."),
+    transductive: bool = typer.Option(True, "--transductive/--no-transductive", help="Its mode."),
+) -> None:
+    """Turn a model trained by the original EGNN code into an egnn run, for eval, visualize and compare."""
+    from egnn.reference import import_reference as run
+
+    provenance = {"command": shlex.join(["egnn", *sys.argv[1:]]), "git_revision": _git_revision()}
+    best = run(checkpoint, out, dataset=dataset, way=way, shot=shot, transductive=transductive, provenance=provenance)
+    typer.echo(f"imported {checkpoint} as {best}: egnn eval --checkpoint {best}")
+
+
 @app.command()
 @user_errors
 def datasets(data_root: Optional[str] = typer.Option(None, help="Dataset root; default $EGNN_DATA.")) -> None:

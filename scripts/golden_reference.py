@@ -14,7 +14,7 @@ under 1 MB).
 Weights are ``offset + scale * k`` with small integers ``k`` (int8; the images have
 16 grey levels, and large gradients are kept as strided samples), so the fixture
 stays small and both codes compute with bit-identical float32 weights. Run-time adaptations, none editing the
-original's files: ``sys.argv`` is emptied while ``train.py`` is imported (its option parser reads it); ``tt.arg``
+original's files: a discarding TensorBoard writer where tensorboardX is missing; ``sys.argv`` is emptied while ``train.py`` is imported (its option parser reads it); ``tt.arg``
 gets the values of its ``__main__`` block for 'mini' (``train_iteration = 1``, validation off); the encoder's
 ``Dropout2d`` layers get ``p = 0`` (their random masks cannot be matched across codes; egnn tests that layout
 separately); ``eval()`` runs under ``torch.no_grad()``; the one-hot of ``one_hot_encode`` is built on the index's
@@ -86,6 +86,21 @@ def pack(grid: dict[str, dict]) -> dict:
 
 
 def import_reference(ref_dir: str):
+    """The original's ``train`` module and ``tt``. Its logger writes TensorBoard files through tensorboardX; where
+    that package is missing, a writer that discards the scalars stands in (logging changes no number)."""
+    try:
+        import tensorboardX  # noqa: F401
+    except ImportError:
+        import types
+
+        class _Discard:
+            def __init__(self, *a, **k):
+                self.file_writer = self
+
+            def __getattr__(self, name):
+                return lambda *a, **k: None
+
+        sys.modules["tensorboardX"] = types.SimpleNamespace(SummaryWriter=_Discard)
     saved = sys.argv
     sys.argv = [saved[0]]
     sys.path.insert(0, os.path.abspath(ref_dir))
