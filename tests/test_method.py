@@ -3,7 +3,7 @@ import dataclasses
 import pytest
 import torch
 
-from egnn.graph import collate
+from egnn.graph import DenseEpisodes, collate
 from tests.conftest import make_episode, make_method
 
 
@@ -135,3 +135,25 @@ def test_sparse_knn_path_hides_query_and_unlabeled_labels():
     a = run(method, [ep])
     b = run(method, [dataclasses.replace(ep, labels=shuffled)])
     assert torch.equal(a.logits, b.logits)
+
+
+def test_loss_mask_keeps_query_self_loops_when_transductive_as_the_reference():
+    """Transductive: every edge touching a query, the query self-loops included (the reference's query_edge_mask);
+    non-transductive: no query-query edge at all; never a support-support edge or a support self-loop."""
+    method = make_method()
+    dense = DenseEpisodes.from_batch(collate([make_episode(way=2, shot=1, query=2)]))
+    s, n = 2, 6
+    trans, nontrans = method.loss_mask(dense, True)[0], method.loss_mask(dense, False)[0]
+    assert trans[s:, s:].all() and not trans[:s, :s].any() and trans[:s, s:].all() and trans[s:, :s].all()
+    assert not nontrans[s:, s:].any() and nontrans[:s, s:].all() and nontrans[s:, :s].all()
+    assert trans.sum() == n * n - s * s
+
+
+def test_checkpoints_from_before_the_fidelity_options_keep_their_layers():
+    from egnn.trainer import saved_config
+
+    old = saved_config({"dropout": 0.0, "way": 5})
+    assert (old["encoder_norm"], old["conv4_padding"], old["graph_slope"], old["encoder_dropout"]) == \
+        ("batch", "same", 0.2, 0.0)
+    new = saved_config({"graph_slope": 0.01, "encoder_norm": "slot"})
+    assert new["encoder_norm"] == "slot" and "conv4_padding" not in new

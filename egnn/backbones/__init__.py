@@ -31,4 +31,4 @@ def backbone_from_config(cfg, in_channels: int, image_size: int, out_features: i
                            **cfg.backbone_options(BACKBONES[cfg.backbone]))
 
 
-from egnn.backbones import conv4, resnet12  # noqa: E402,F401  (registers)
+from egnn.backbones import conv4, garcia, resnet12  # noqa: E402,F401  (registers)
