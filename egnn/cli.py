@@ -118,7 +118,10 @@ def train(
     test_queries: Optional[str] = typer.Option(None, help="Queries per class to test with, e.g. 1,15."),
     out: Optional[str] = typer.Option(None, help="Run directory."),
     seed: Optional[int] = typer.Option(None, help="Seed for episodes and initialisation."),
-    device: Optional[str] = typer.Option(None, help="cpu or cuda."),
+    device: Optional[str] = typer.Option(None, help="auto (default: CUDA when available, else CPU), cpu, cuda or "
+                                         "cuda:N."),
+    deterministic: Optional[bool] = typer.Option(None, "--deterministic/--no-deterministic",
+                                                 help="Repeatable GPU runs (deterministic kernels; slower)."),
     precision: Optional[str] = typer.Option(None, help="fp32, bf16 (autocast, CPU or CUDA) or fp16 (CUDA, loss "
                                             "scaling)."),
     threads: Optional[int] = typer.Option(None, help="CPU threads (0: torch default)."),
@@ -162,6 +165,7 @@ def pretrain(
     val_episodes: Optional[int] = typer.Option(None),
     seed: Optional[int] = typer.Option(None),
     threads: Optional[int] = typer.Option(None),
+    device: Optional[str] = typer.Option(None, help="auto (default), cpu, cuda or cuda:N."),
     out: Optional[str] = typer.Option(None, help="Run directory."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
 ) -> None:
@@ -199,6 +203,8 @@ def meta_transfer(
     test_episodes: Optional[int] = typer.Option(None),
     seed: Optional[int] = typer.Option(None),
     threads: Optional[int] = typer.Option(None),
+    device: Optional[str] = typer.Option(None, help="auto (default), cpu, cuda or cuda:N."),
+    precision: Optional[str] = typer.Option(None, help="fp32, bf16 or fp16 (CUDA)."),
     out: Optional[str] = typer.Option(None, help="Run directory."),
     resume: bool = typer.Option(False, "--resume"),
     quiet: bool = typer.Option(False, "--quiet"),
@@ -233,7 +239,7 @@ def evaluate(
     episodes: int = typer.Option(1000, help="Fixed evaluation episodes."),
     seed: Optional[int] = typer.Option(None, help="Episode seed; default: the checkpoint's eval-seed."),
     batch: int = typer.Option(50, help="Episodes per forward pass."),
-    device: str = typer.Option("cpu"),
+    device: str = typer.Option("auto", help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N."),
     precision: Optional[str] = typer.Option(None, help="fp32, bf16 or fp16 (CUDA); default: the checkpoint's."),
     knn: Optional[int] = typer.Option(None, help="Sparse kNN graphs for transductive EGNN (0: fully connected)."),
     output: Optional[Path] = typer.Option(None, "--output", help="Write the result as JSON here."),
@@ -277,6 +283,7 @@ def visualize(
     episode: int = typer.Option(0, help="Index of the fixed evaluation episode to draw."),
     seed: Optional[int] = typer.Option(None, help="Episode seed; default: the checkpoint's eval-seed."),
     out: Path = typer.Option(Path("viz"), help="Output folder."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
 ) -> None:
     """Draw one episode's edge labels after each EGNN layer (PNG per layer, grid, GIF, summary.json)."""
     from dataclasses import asdict
@@ -288,7 +295,7 @@ def visualize(
     from egnn.trainer import load_trained
     from egnn.visualize import episode_graphs, render, summarize
 
-    method, cfg = load_trained(checkpoint)
+    method, cfg = load_trained(checkpoint, make_config(device=device).device)
     if not isinstance(method, EGNNMethod):
         raise UserError(f"{checkpoint} holds a '{cfg.model}' model, which has no edge labels: pass an EGNN checkpoint")
     if split not in ("train", "val", "test") or episode < 0:

@@ -72,7 +72,8 @@ class Config:
     eval_batch: int = 50  # episodes per forward pass in evaluation
     seed: int = 0
     eval_seed: int = 0  # fixes validation and test episodes independently of the training seed
-    device: str = "cpu"
+    device: str = "auto"  # auto: CUDA when available, else CPU; cpu; cuda; cuda:N
+    deterministic: bool = False  # repeatable GPU runs (deterministic kernels, no cuDNN autotuning), somewhat slower
     precision: str = "fp32"  # fp32; bf16: autocast (CPU or CUDA); fp16: autocast with loss scaling (CUDA)
     threads: int = 0  # torch CPU threads; 0 keeps torch's default
     out: str = "runs/egnn"
@@ -118,11 +119,12 @@ class Config:
             raise ConfigError(f"conv4-padding must be reference or same, got '{self.conv4_padding}'")
         if not 0 <= self.graph_slope < 1:
             raise ConfigError(f"graph-slope must be in [0, 1), got {self.graph_slope}")
-        if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise ConfigError(f"device must be cpu or cuda, got '{self.device}'")
+        if self.device not in ("auto", "cpu", "cuda") and not (self.device.startswith("cuda:")
+                                                                  and self.device[5:].isdigit()):
+            raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got '{self.device}'")
         if self.precision not in ("fp32", "bf16", "fp16"):
             raise ConfigError(f"precision must be fp32, bf16 or fp16, got '{self.precision}'")
-        if self.precision == "fp16" and not self.device.startswith("cuda"):
+        if self.precision == "fp16" and self.device == "cpu":
             raise ConfigError("precision fp16 needs --device cuda (CPUs lack fast float16): use --precision bf16")
         return self
 

@@ -29,10 +29,15 @@ def world() -> tuple[int, int]:
     return 0, 1
 
 
-def init_from_env(device: str = "cpu") -> tuple[int, int]:
-    """Join the process group described by torchrun's environment, if there is one."""
+def init_from_env(device: str = "auto") -> tuple[int, int]:
+    """Join the process group described by torchrun's environment, if there is one: NCCL when this run computes
+    on CUDA (each rank on ``cuda:$LOCAL_RANK``), gloo on the CPU; ``$EGNN_DIST_BACKEND`` overrides (gloo also
+    reduces CUDA tensors, which lets 2 processes share one GPU in a test)."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+        cuda = str(device).startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+        if cuda:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
+        dist.init_process_group(os.environ.get("EGNN_DIST_BACKEND") or ("nccl" if cuda else "gloo"))
     return world()
 
 
@@ -75,7 +80,8 @@ class GlobalBatchNorm(_BatchNorm):
         _, size = world()
         if not self.training or size == 1:
             return super().forward(x)
-        dtype, x = x.dtype, x.float()  # statistics in float32, also under autocast (lerp_ needs one dtype)
+        dtype = x.dtype  # statistics in float32 (float64 stays), also under autocast (lerp_ needs one dtype)
+        x = x.to(torch.promote_types(dtype, torch.float32))
         dims = [0, *range(2, x.dim())]  # every axis but the channels
         shape = [1, -1] + [1] * (x.dim() - 2)
         local = torch.cat([x.sum(dims), x.new_tensor([x.numel() / x.shape[1]])])
@@ -87,10 +93,10 @@ class GlobalBatchNorm(_BatchNorm):
         with torch.no_grad():
             self.num_batches_tracked += 1
             m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
-            self.running_mean.lerp_(mean.detach(), m)
-            self.running_var.lerp_(var.detach() * n / (n - 1).clamp_min(1), m)
+            self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), m)
+            self.running_var.lerp_((var.detach() * n / (n - 1).clamp_min(1)).to(self.running_var.dtype), m)
         out = centred * torch.rsqrt(var + self.eps).view(shape)
-        out = out * self.weight.float().view(shape) + self.bias.float().view(shape) if self.affine else out
+        out = out * self.weight.to(x.dtype).view(shape) + self.bias.to(x.dtype).view(shape) if self.affine else out
         return out.to(dtype)
 
 
@@ -100,6 +106,8 @@ def globalize_batchnorm(module: nn.Module) -> nn.Module:
         if isinstance(child, _BatchNorm) and not isinstance(child, (GlobalBatchNorm, SlotBatchNorm)):  # those sync
             new = GlobalBatchNorm(child.num_features, child.eps, child.momentum, child.affine,
                                   child.track_running_stats).to(next(child.buffers()).device)
+            if child.affine:
+                new = new.to(child.weight.dtype)
             new.load_state_dict(child.state_dict())
             new.train(child.training)
             setattr(module, name, new)
@@ -112,12 +120,13 @@ def globalize_batchnorm(module: nn.Module) -> nn.Module:
     return module
 
 
-def average(value: float) -> float:
-    """Mean of a scalar over ranks (for logs)."""
+def average(value: float | torch.Tensor) -> float:
+    """Mean of a scalar over ranks (for logs), reduced on the backend's device (NCCL reduces CUDA tensors only)."""
     _, size = world()
     if size == 1:
-        return value
-    t = torch.tensor([value], dtype=torch.float64)
+        return float(value)
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+    t = torch.as_tensor(value, dtype=torch.float64).reshape(1).to(device)
     dist.all_reduce(t)
     return float(t) / size
 

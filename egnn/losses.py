@@ -37,7 +37,7 @@ def edge_labeling_loss(similarity: torch.Tensor, target: torch.Tensor, mask: tor
         weights = layer_weights(similarity.shape[0])
     eps = 1e-7
     with torch.autocast(similarity.device.type, enabled=False):  # in float32, also under mixed precision
-        similarity = similarity.float()
+        similarity = similarity.to(torch.promote_types(similarity.dtype, torch.float32))  # float64 stays
         bce = F.binary_cross_entropy(similarity.clamp(eps, 1 - eps), target.to(similarity).expand_as(similarity),
                                      reduction="none")
     pos = (mask & (target > 0.5)).to(bce.dtype)  # (B, N, N)

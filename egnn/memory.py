@@ -9,16 +9,24 @@ from __future__ import annotations
 
 import os
 
+import torch
+
 from egnn.errors import UserError
 
 TRAIN_BYTES_PER_PAIR = 3600  # per ordered pair and layer at 96 edge features: activations kept for backward
 EVAL_BYTES_PER_PAIR = 1200  # per ordered pair at 96 edge features, inference: one layer's transients at a time
 
 
-def available_bytes() -> int | None:
-    """The memory budget: ``$EGNN_MEMORY_GB`` if set, else Linux's MemAvailable; None if unknown."""
+def available_bytes(device=None) -> int | None:
+    """The memory budget: ``$EGNN_MEMORY_GB`` if set; on a CUDA device its free memory (``cudaMemGetInfo``, what
+    other processes leave, plus what this process's caching allocator holds unused); else Linux's MemAvailable;
+    None if unknown."""
     if os.environ.get("EGNN_MEMORY_GB"):
         return int(float(os.environ["EGNN_MEMORY_GB"]) * 2**30)
+    if device is not None and torch.device(device).type == "cuda":
+        free, _ = torch.cuda.mem_get_info(torch.device(device))
+        cached = torch.cuda.memory_reserved(torch.device(device)) - torch.cuda.memory_allocated(torch.device(device))
+        return int(free + cached)
     try:
         with open("/proc/meminfo") as f:
             for line in f:
@@ -35,13 +43,15 @@ def dense_graph_bytes(graphs: int, nodes: int, layers: int, edge_features: int, 
 
 
 def check_graph_memory(*, tasks: int, way: int, shot: int, query: int, transductive: bool, layers: int,
-                       edge_features: int, training: bool, knn: int = 0, batch_flag: str = "--tasks-per-batch") -> None:
+                       edge_features: int, training: bool, knn: int = 0, batch_flag: str = "--tasks-per-batch",
+                       device=None) -> None:
     """Raise a :class:`UserError` naming the fix if a batch of dense episode graphs exceeds the memory budget."""
     if transductive and knn:
         return  # sparse graphs grow with the edges
     graphs, nodes = (tasks, way * (shot + query)) if transductive else (tasks * way * query, way * shot + 1)
-    need, budget = dense_graph_bytes(graphs, nodes, layers, edge_features, training), available_bytes()
+    need, budget = dense_graph_bytes(graphs, nodes, layers, edge_features, training), available_bytes(device)
+    where = "free on the GPU" if device is not None and torch.device(device).type == "cuda" else "available"
     if budget is not None and need > budget:
         raise UserError(
             f"a batch of {tasks} {way}-way episodes with {nodes}-node dense graphs needs about {need / 2**30:.1f} GB, "
-            f"more than the {budget / 2**30:.1f} GB available: lower {batch_flag}, or use sparse graphs with --knn 20")
+            f"more than the {budget / 2**30:.1f} GB {where}: lower {batch_flag}, or use sparse graphs with --knn 20")

@@ -47,10 +47,10 @@ def failure_classes(logits: torch.Tensor, labels: torch.Tensor, classes: torch.T
     """
     way = logits.shape[-1]
     hit = (logits.argmax(-1) == labels).float()  # (T, Q)
-    per_class = torch.zeros(labels.shape[0], way).scatter_add_(1, labels, hit)
-    count = torch.zeros(labels.shape[0], way).scatter_add_(1, labels, torch.ones_like(hit)).clamp_min(1)
+    per_class = hit.new_zeros(labels.shape[0], way).scatter_add_(1, labels, hit)  # on the logits' device
+    count = hit.new_zeros(labels.shape[0], way).scatter_add_(1, labels, torch.ones_like(hit)).clamp_min(1)
     worst = (per_class / count).argmin(1)  # (T,) episode label
-    return classes.gather(1, worst[:, None]).squeeze(1)
+    return classes.to(worst.device).gather(1, worst[:, None]).squeeze(1)
 
 
 class HardTaskSampler:
@@ -64,7 +64,7 @@ class HardTaskSampler:
     def episode(self, index: int, pool: torch.Tensor) -> Episode:
         base, split = self.base, self.base.split
         gen = torch.Generator().manual_seed(base.seed * 1_000_003 + 3_333_333_333 + index)
-        pool = pool.unique()
+        pool = pool.cpu().unique()  # episodes are drawn on the CPU, from the CPU copy of the split
         pool = pool[torch.randperm(pool.numel(), generator=gen)][:base.way]
         if pool.numel() < base.way:  # top up with classes outside the pool
             others = torch.ones(split.num_classes, dtype=torch.bool)

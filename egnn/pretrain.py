@@ -21,6 +21,7 @@ from egnn.config import Config
 from egnn.data import load_dataset
 from egnn.data.transforms import augment, resolve_augment, resolve_normalize
 from egnn.errors import UserError
+from egnn.devices import resolve_device
 from egnn.trainer import evaluate, seed_everything
 
 
@@ -44,6 +45,8 @@ def pretrain(cfg: Config, batch_size: int = 128, resume: bool = False, log=print
     if resolve_normalize(cfg.normalize, cfg.dataset):
         method.set_normalization(*train.channel_stats())
     head = torch.nn.Linear(backbone.out_features, train.num_classes)
+    device = resolve_device(cfg.device)
+    method, head = method.to(device), head.to(device)
     params = [*backbone.parameters(), *head.parameters()]
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, [cfg.iterations // 2, cfg.iterations * 3 // 4], 0.1)
@@ -51,7 +54,7 @@ def pretrain(cfg: Config, batch_size: int = 128, resume: bool = False, log=print
     it, best, seconds = 0, -1.0, 0.0
     if resume and (out / "last.pt").exists():
         blob = load_checkpoint(out / "last.pt")
-        method.load_state_dict(blob["model"])
+        method.load_state_dict(blob["model"])  # load_state_dict copies into the device's tensors
         head.load_state_dict(blob["head"])
         opt.load_state_dict(blob["optimizer"])
         sched.load_state_dict(blob["scheduler"])
@@ -62,9 +65,9 @@ def pretrain(cfg: Config, batch_size: int = 128, resume: bool = False, log=print
     while it < min(cfg.iterations, stop_at or cfg.iterations):
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + it)  # batch i is a function of (seed, i)
         idx = torch.randint(0, train.labels.numel(), (batch_size,), generator=gen)
-        x = augment(train.images[idx], kind, gen)
+        x = augment(train.images[idx], kind, gen).to(device, non_blocking=True)
         method.train(), head.train()
-        loss = F.cross_entropy(head(method.backbone(method.normalize(x))), train.labels[idx])
+        loss = F.cross_entropy(head(method.backbone(method.normalize(x))), train.labels[idx].to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -72,7 +75,7 @@ def pretrain(cfg: Config, batch_size: int = 128, resume: bool = False, log=print
         it += 1
         if it % cfg.val_every == 0 or it == cfg.iterations:
             val = evaluate(method, splits["val"], way=cfg.way, shot=cfg.shot, query=cfg.eval_query,
-                           episodes=cfg.val_episodes, transductive=False, seed=cfg.eval_seed,
+                           episodes=cfg.val_episodes, transductive=False, seed=cfg.eval_seed, device=device,
                            batch_size=cfg.eval_batch).accuracy
             seconds += time.perf_counter() - tick
             tick = time.perf_counter()

@@ -22,6 +22,7 @@ from egnn.checkpoint import load_checkpoint, load_model_state, rng_state, run_lo
 from egnn.config import Config, make_config
 from egnn.data import FewShotSplit, load_dataset
 from egnn.data.transforms import augment, resolve_augment, resolve_normalize
+from egnn.devices import describe, resolve_device, set_deterministic
 from egnn.distributed import average, barrier, globalize_batchnorm, init_from_env
 from egnn.episodes import EpisodeSampler
 from egnn.errors import CheckpointError, ConfigError, UserError
@@ -29,7 +30,6 @@ from egnn.graph import collate
 from egnn.losses import mean_ci95, query_accuracy
 from egnn.memory import check_graph_memory
 from egnn.methods import FewShotMethod, method_class
-from egnn.nn.slot_norm import SlotBatchNorm
 
 
 @contextmanager
@@ -49,12 +49,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device '{name}' requested but CUDA is not available: use --device cpu")
-    return torch.device(name)
 
 
 def build_method(cfg: Config, in_channels: int, image_size: int) -> FewShotMethod:
@@ -136,7 +130,8 @@ class EvalResult:
             mode += f" ({p['graph']} graph)"
         return (f"{p['dataset']}/{p['split']} {p['way']}-way {p['shot']}-shot, {p['query']} queries/class, "
                 f"{mode}, label ratio {p['label_ratio']}, {p['episodes']} episodes (seed {p['seed']}): "
-                f"accuracy {100 * self.accuracy:.2f} ± {100 * self.accuracy_ci95:.2f}%")
+                f"accuracy {100 * self.accuracy:.2f} ± {100 * self.accuracy_ci95:.2f}%"
+                + (f" on {p['device']}" if p.get("device") else ""))
 
 
 def autocast(device: str | torch.device, precision: str):
@@ -150,16 +145,18 @@ def autocast(device: str | torch.device, precision: str):
 @torch.inference_mode()
 def evaluate(method: FewShotMethod, split: FewShotSplit, *, way: int, shot: int, query: int, episodes: int,
              transductive: bool, seed: int = 0, label_ratio: float = 1.0, batch_size: int = 50,
-             device: str | torch.device = "cpu", dataset: str = "", drop_unlabeled: bool = False,
+             device: str | torch.device = "auto", dataset: str = "", drop_unlabeled: bool = False,
              precision: str = "fp32") -> EvalResult:
     """Accuracy over ``episodes`` fixed episodes: episode ``i`` depends only on ``(seed, i)``."""
+    device = resolve_device(device)
     sampler = EpisodeSampler(split, way, shot, query, seed=seed, label_ratio=label_ratio,
                              drop_unlabeled=drop_unlabeled)
     gnn = getattr(method, "gnn", None)
     if gnn is not None:  # EGNN's dense graphs are the memory hog
         check_graph_memory(tasks=batch_size, way=way, shot=shot, query=query, transductive=transductive,
                            layers=len(gnn.edge_updates), edge_features=gnn.edge_updates[0].similarity[-1].in_features,
-                           training=False, knn=getattr(method, "knn", 0), batch_flag="--eval-batch (egnn eval: --batch)")
+                           training=False, knn=getattr(method, "knn", 0), batch_flag="--eval-batch (egnn eval: --batch)",
+                           device=device)
     sparse = transductive and getattr(method, "knn", 0) > 0  # builds its own kNN edges
     was_training = method.training
     method.eval()
@@ -168,15 +165,17 @@ def evaluate(method: FewShotMethod, split: FewShotSplit, *, way: int, shot: int,
         batch = collate(sampler.batch(first, min(batch_size, episodes - first)), full_edges=not sparse).to(device)
         with out_of_memory_hint("--eval-batch (egnn eval: --batch)"), autocast(device, precision):
             out = method(batch, transductive=transductive)
-        accs.append(query_accuracy(out.logits, out.query_labels).cpu())
+        accs.append(query_accuracy(out.logits, out.query_labels))  # stays on the device: no sync per batch
         for k, v in out.episode_metrics.items():
-            extra.setdefault(k, []).append(v.cpu())
+            extra.setdefault(k, []).append(v)
     method.train(was_training)
-    acc = torch.cat(accs)
+    acc = torch.cat(accs).cpu()
+    extra = {k: [torch.cat(v).float().cpu()] for k, v in extra.items()}
     protocol = {"dataset": dataset, "split": split.name.split("/")[-1], "way": way, "shot": shot, "query": query,
                 "episodes": episodes, "transductive": transductive, "label_ratio": label_ratio,
                 "unlabeled": "drop" if drop_unlabeled else "keep", "seed": seed,
-                "graph": f"knn{method.knn}" if transductive and getattr(method, "knn", 0) else "dense"}
+                "graph": f"knn{method.knn}" if transductive and getattr(method, "knn", 0) else "dense",
+                "device": describe(device), "precision": precision}
     return EvalResult(*mean_ci95(acc), {k: mean_ci95(torch.cat(v)) for k, v in extra.items()}, protocol,
                       acc.tolist(), time.perf_counter() - start)
 
@@ -201,7 +200,11 @@ class Trainer:
         self.cfg = cfg
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
+        set_deterministic(cfg.deterministic)
+        self.rank, self.world = init_from_env(cfg.device)  # first: under torchrun, cuda means cuda:LOCAL_RANK
         self.device = resolve_device(cfg.device)
+        if cfg.precision == "fp16" and self.device.type != "cuda":
+            raise ConfigError("precision fp16 needs a CUDA device (CPUs lack fast float16): use --precision bf16")
         self.splits = splits or load_dataset(cfg.dataset, cfg.data_root, cfg.image_size)
         self.available = int(self.splits["train"].class_counts.min()) - cfg.shot  # caps the automatic query range
         shapes = {name: ((cfg.train_queries(self.available)[1], cfg.way) if name == "train" else
@@ -213,25 +216,21 @@ class Trainer:
                 check_graph_memory(tasks=cfg.tasks_per_batch if name == "train" else cfg.eval_batch, way=way,
                                    shot=cfg.shot, query=q, transductive=cfg.transductive, layers=cfg.layers,
                                    edge_features=cfg.edge_features, training=name == "train", knn=cfg.knn,
-                                   batch_flag="--tasks-per-batch" if name == "train" else "--eval-batch")
+                                   batch_flag="--tasks-per-batch" if name == "train" else "--eval-batch",
+                                   device=self.device)
         seed_everything(cfg.seed)  # fixes the initialisation
         self.image_shape = self.splits["train"].image_shape  # (C, H, W)
         self.method = build_method(cfg, self.image_shape[0], self.image_shape[-1]).to(self.device)
         if resolve_normalize(cfg.normalize, cfg.dataset) and not cfg.backbone_checkpoint:  # else: the backbone's own
             self.method.set_normalization(*self.splits["train"].channel_stats())
-        self.rank, self.world = init_from_env(cfg.device)
         self.model: torch.nn.Module = self.method  # what the training step calls: the method, or its DDP wrapper
         if self.world > 1:
             if cfg.tasks_per_batch % self.world:
                 raise ConfigError(f"tasks-per-batch={cfg.tasks_per_batch} does not split evenly over {self.world} "
                                   f"processes: use a multiple of {self.world}")
-            if any(isinstance(m, SlotBatchNorm) for m in self.method.modules()):
-                # 2-process gradients with per-slot statistics differ from 1 process by ~1% (tests/test_distributed.py
-                # checks the whole-batch statistics only): refuse rather than train something else
-                raise ConfigError("torchrun training needs --encoder-norm batch (per-slot encoder statistics are "
-                                  "single-process only for now)")
             globalize_batchnorm(self.method)
-            self.model = torch.nn.parallel.DistributedDataParallel(self.method)
+            self.model = torch.nn.parallel.DistributedDataParallel(
+                self.method, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.augment = resolve_augment(cfg.augment, cfg.dataset)
         trainable = [p for p in self.method.parameters() if p.requires_grad]  # a frozen backbone stays frozen
         self.optimizer = torch.optim.Adam(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -309,7 +308,8 @@ class Trainer:
         if cfg.hard_tasks:  # MTL's HT meta-batch: new tasks from the classes each task failed most
             from egnn.mtl import HardTaskSampler, failure_classes
 
-            pool = failure_classes(out.logits.detach(), out.query_labels, torch.stack([e.classes for e in episodes]))
+            pool = failure_classes(out.logits.detach(), out.query_labels,
+                                   torch.stack([e.classes for e in episodes])).cpu()  # episodes are drawn on the CPU
             hard = HardTaskSampler(sampler)
             self.update([hard.episode(first + t, pool) for t in range(local)])
         self.scheduler.step()
@@ -408,7 +408,8 @@ class Trainer:
         self.load_best()
         results = [evaluate_config(self.method, self.splits["test"], cfg, cfg.test_episodes, q, self.device)
                    for q in (queries or [cfg.eval_query])]
-        summary = {**(provenance or {}), "config": cfg.to_dict(), "best_iteration": self.best_iteration,
+        summary = {**(provenance or {}), "device": describe(self.device), "config": cfg.to_dict(),
+                   "best_iteration": self.best_iteration,
                    "best_val_acc": self.best_val, "train_seconds": self.train_seconds,
                    "test": [r.to_dict() for r in results]}
         (self.out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -56,10 +56,10 @@ def episode_graphs(method: EGNNMethod, episode: Episode, transductive: bool = Tr
         raise TypeError(f"Expected an EGNN method (edge labels to draw), got {type(method).__name__}")
     method.eval()
     batch = collate([episode])
-    out = method(batch, transductive=transductive)
-    dense = DenseEpisodes.from_batch(batch)
-    stages = torch.cat([dense.init_edges[None], out.extras["edges"]])[:, 0]  # (L+1, N, N, 2)
-    mask = out.extras["loss_mask"][0]
+    dense = DenseEpisodes.from_batch(batch)  # on the CPU, for networkx; PyG's .to() below moves batch in place
+    out = method(batch.to(method.backbone_device), transductive=transductive)
+    stages = torch.cat([dense.init_edges[None], out.extras["edges"].cpu()])[:, 0]  # (L+1, N, N, 2)
+    mask = out.extras["loss_mask"][0].cpu()
     y, query, labeled = dense.y[0], dense.query_mask[0], dense.labeled_mask[0]
     role = ["query" if q else "support" if lab else "unlabeled" for q, lab in zip(query.tolist(), labeled.tolist())]
     graphs = []

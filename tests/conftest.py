@@ -12,6 +12,14 @@ from egnn.config import make_config
 from egnn.methods import EGNNMethod, method_class
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def pytest_configure(config):
+    """The CPU suite stays a CPU suite on a GPU machine (``--device auto`` would otherwise pick the GPU); the
+    GPU suite runs with ``pytest -m cuda tests/gpu``. Set before anything initialises CUDA."""
+    config.addinivalue_line("markers", "cuda: needs a CUDA GPU (run with -m cuda)")
+    if "cuda" not in (config.getoption("markexpr", "") or ""):
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
 os.environ.setdefault("EGNN_DATA", str(REPO.parent / "shared" / "data"))
 
 

@@ -51,12 +51,15 @@ def test_slot_batchnorm_equals_the_reference_encoding_one_slot_at_a_time():
     BatchNorm called once per slot as the reference's trainer does."""
     torch.manual_seed(0)
     b, s = 6, 5
-    for shape, plain in (((b * s, 4, 7, 7), nn.BatchNorm2d(4)), ((b * s, 4), nn.BatchNorm1d(4))):
+    cases = (((b * s, 4, 7, 7), nn.BatchNorm2d(4), torch.contiguous_format),
+             ((b * s, 4, 7, 7), nn.BatchNorm2d(4), torch.channels_last),  # Conv-4's layout: the copy-free fast path
+             ((b * s, 4), nn.BatchNorm1d(4), torch.contiguous_format))
+    for shape, plain, layout in cases:
         slot = SlotBatchNorm(4)
         with torch.no_grad():
             slot.weight.uniform_(0.5, 1.5), slot.bias.uniform_(-1, 1)
         plain.load_state_dict(slot.state_dict())
-        x, w = torch.randn(*shape) * 3 + 1, torch.randn(*shape)
+        x, w = (torch.randn(*shape) * 3 + 1).contiguous(memory_format=layout), torch.randn(*shape)
         xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
         with node_slots(slot, s):
             ya = slot(xa)

@@ -66,7 +66,10 @@ def test_impossible_episodes_on_omniglot(omniglot_root, tmp_path, args, needles)
     (["--dataset", "imagenet22k"], ["unknown dataset 'imagenet22k'", "glyphs"]),
     (["--way", 0], ["way must be at least"]),
     (["--label-ratio", 1.5], ["label-ratio"]),
-    (["--device", "tpu"], ["device"]),
+    (["--device", "tpu"], ["device must be auto, cpu, cuda or cuda:N"]),
+    (["--device", "cuda"], ["CUDA is not available", "--device cpu"]),  # the CPU suite hides any GPU
+    (["--image-size", 16], ["too small for Conv-4", "--conv4-padding same"]),
+    (["--encoder-norm", "group"], ["encoder-norm must be slot or batch"]),
     (["--query", 5, "--query-max", 3], ["query-max must be -1 (auto), 0 (fixed queries) or at least query=5"]),
     (["--augment", "rotate"], ["augment must be auto, none, crop or crop-flip"]),
     (["--normalize", "yes"], ["normalize must be auto, on or off"]),

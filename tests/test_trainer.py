@@ -215,7 +215,9 @@ def test_bf16_autocast_trains_and_evaluates_close_to_fp32(tmp_path):
                    precision="bf16", batch_size=3)
     assert 0 <= res.accuracy <= 1
     with pytest.raises(UserError, match="fp16 needs --device cuda"):
-        tiny_config(tmp_path, precision="fp16")
+        tiny_config(tmp_path, precision="fp16", device="cpu")
+    with pytest.raises(UserError, match="fp16 needs a CUDA device"):  # --device auto on a machine without a GPU
+        Trainer(tiny_config(tmp_path / "c", precision="fp16"), SPLITS)
 
 
 def test_a_run_directory_is_trained_by_one_process_at_a_time(tmp_path):

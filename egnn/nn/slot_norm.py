@@ -8,6 +8,51 @@ import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 
+def _slot_view(x: torch.Tensor, slots: int):
+    """``x (B*S, C[, H, W])`` as a ``(B, S, C, P)`` view without copying (channels-last or contiguous), and the
+    function that views a tensor of that layout back as ``x``'s shape; None when ``x`` has another layout."""
+    n, c = x.shape[0], x.shape[1]
+    b = n // slots
+    if x.dim() == 2 and x.is_contiguous():
+        return x.view(b, slots, c, 1), lambda t: t.reshape(n, c)
+    if x.dim() == 4:
+        h, w = x.shape[2:]
+        if x.is_contiguous():
+            return x.view(b, slots, c, h * w), lambda t: t.view(n, c, h, w)
+        if x.is_contiguous(memory_format=torch.channels_last):
+            view = x.permute(0, 2, 3, 1).view(b, slots, h * w, c).permute(0, 1, 3, 2)
+            return view, lambda t: t.permute(0, 1, 3, 2).reshape(n, h, w, c).permute(0, 3, 1, 2)
+    return None
+
+
+class _SlotNorm(torch.autograd.Function):
+    """Training-mode BatchNorm with statistics per (slot, channel) of ``x4 (B, S, C, P)``: forward one fused affine
+    pass after ``var_mean``; backward two, with the per-(slot, channel) coefficients of the BatchNorm gradient
+    (gamma and beta are shared by the slots)."""
+
+    @staticmethod
+    def forward(ctx, x4, gamma, beta, eps):
+        var, mean = torch.var_mean(x4, dim=(0, 3), correction=0, keepdim=True)  # (1, S, C, 1)
+        rstd = torch.rsqrt(var + eps)
+        scale = gamma.view(1, 1, -1, 1) * rstd
+        out = torch.addcmul(beta.view(1, 1, -1, 1) - mean * scale, x4, scale)
+        ctx.save_for_backward(x4, gamma, mean, rstd)
+        return out, mean, var
+
+    @staticmethod
+    def backward(ctx, dout, _dmean, _dvar):
+        x4, gamma, mean, rstd = ctx.saved_tensors
+        n = x4.shape[0] * x4.shape[3]
+        sum_dy = dout.sum((0, 3), keepdim=True)  # (1, S, C, 1)
+        sum_dy_xhat = ((dout * x4).sum((0, 3), keepdim=True) - mean * sum_dy) * rstd
+        g = gamma.view(1, 1, -1, 1) * rstd
+        k1, k2 = sum_dy / n, sum_dy_xhat / n
+        b = -g * rstd * k2
+        c = -g * k1 - b * mean
+        dx = torch.addcmul(c, dout, g).addcmul_(x4, b)  # g*dy + b*x + c
+        return dx, sum_dy_xhat.sum((0, 1, 3)), sum_dy.sum((0, 1, 3)), None
+
+
 class SlotBatchNorm(_BatchNorm):
     r"""BatchNorm whose training statistics are taken per *node slot* of an episode batch.
 
@@ -26,6 +71,9 @@ class SlotBatchNorm(_BatchNorm):
     Statistics are computed in float32 (or float64 for float64 inputs), also under autocast; across ``torchrun`` ranks they are all-reduced, so
     data-parallel training normalises exactly as one process with the whole meta-batch. With ``slots = 1``, in
     eval mode, or for inputs that do not split into slots, it is a plain BatchNorm (same state-dict keys).
+    Contiguous and channels-last float inputs take a copy-free path (a hand-written backward over a
+    ``(B, S, C, H*W)`` view); per-slot statistics still cost about twice a native BatchNorm on the CPU (about 10% of
+    a Conv-4 EGNN training step; ``--encoder-norm batch`` avoids it).
 
     Shapes:
         ``(B * S, C)`` or ``(B * S, C, H, W)`` -> same.
@@ -48,6 +96,14 @@ class SlotBatchNorm(_BatchNorm):
         if not self.training or (slots == 1 and ranks == 1):
             return super().forward(x)
         c = x.shape[1]
+        view = _slot_view(x, slots) if ranks == 1 and self.affine and x.dtype in (torch.float32, torch.float64) else None
+        if view is not None:  # the fast path: no copies of x, native reductions, two fused passes
+            x4, back = view
+            out4, mean, var = _SlotNorm.apply(x4, self.weight.to(x.dtype), self.bias.to(x.dtype), self.eps)
+            if self.track_running_stats:
+                n = x4.shape[0] * x4.shape[3]
+                self._update_running(mean.detach().view(slots, c), var.detach().view(slots, c) * n / max(n - 1, 1))
+            return back(out4)
         g = x.to(torch.promote_types(x.dtype, torch.float32)).reshape(-1, slots, c, *x.shape[2:])  # (B, S, C, ...)
         dims = [0, *range(3, g.dim())]  # episodes and space
         shape = (1, slots, c) + (1,) * (g.dim() - 3)

@@ -1,0 +1,45 @@
+"""Where runs compute: ``--device auto`` (CUDA when available, else CPU), and how a device is reported."""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from egnn.errors import ConfigError
+
+
+def resolve_device(name: str | torch.device = "auto") -> torch.device:
+    """``auto`` -> ``cuda`` if a GPU is visible, else ``cpu``. Under ``torchrun``, a bare ``cuda`` (or ``auto``)
+    means this process's GPU, ``cuda:$LOCAL_RANK``."""
+    name = str(name)
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device '{name}' requested but CUDA is not available: use --device cpu (or auto)")
+        if name == "cuda":  # modulo the visible GPUs: ranks may share one (gloo), e.g. in tests
+            name = f"cuda:{int(os.environ.get('LOCAL_RANK', torch.cuda.current_device())) % torch.cuda.device_count()}"
+        index = torch.device(name).index or 0
+        if index >= torch.cuda.device_count():
+            raise ConfigError(f"device '{name}' requested but only {torch.cuda.device_count()} GPU(s) are visible: "
+                              f"use --device cuda:0")
+    return torch.device(name)
+
+
+def describe(device: str | torch.device) -> str:
+    """``cpu``, or ``cuda:0 (NVIDIA H100 80GB HBM3)``: what results record next to every number."""
+    device = resolve_device(device)
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return "cpu"
+
+
+def set_deterministic(enabled: bool) -> None:
+    """Repeatable GPU runs: deterministic kernels (cuBLAS needs its workspace setting before first use) and no
+    cuDNN autotuning. The CPU kernels egnn uses are deterministic already."""
+    if not enabled:
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    torch.use_deterministic_algorithms(True, warn_only=True)  # an op without a deterministic kernel warns, once

@@ -1,0 +1,121 @@
+"""Every command end to end on a CUDA GPU at tiny sizes (skipped without one): `pytest -m cuda tests/gpu`.
+
+Each test runs the CLI as a user would, with ``--device cuda``, and checks the result names the GPU."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+from tests.test_cli import egnn
+
+pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+
+TINY = ["--way", "3", "--shot", "1", "--query", "1", "--iterations", "4", "--tasks-per-batch", "4", "--val-every",
+        "2", "--val-episodes", "4", "--test-episodes", "8", "--quiet", "--device", "cuda", "--seed", "1"]
+
+
+def run_ok(*args, env=None):
+    proc = egnn(*args, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+@pytest.mark.parametrize("extra", [
+    [], ["--no-transductive"], ["--shot", "2", "--label-ratio", "0.5"], ["--knn", "3"], ["--precision", "bf16"],
+    ["--precision", "fp16"], ["--model", "gnn"], ["--model", "protonet"], ["--query-max", "3"],
+    ["--deterministic"],
+], ids=lambda e: " ".join(e) or "egnn")
+def test_train_on_cuda(tmp_path, extra):
+    proc = run_ok("train", *TINY, *extra, "--out", tmp_path / "run")
+    assert "on cuda:0 (" in proc.stdout
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["device"].startswith("cuda:0 (") and results["test"][0]["protocol"]["device"].startswith("cuda")
+
+
+def test_eval_and_visualize_on_cuda(tmp_path):
+    run_ok("train", *TINY, "--out", tmp_path / "run")
+    proc = run_ok("eval", "--checkpoint", tmp_path / "run" / "best.pt", "--episodes", "8", "--device", "cuda",
+                  "--query", "2", "--output", tmp_path / "eval.json")
+    assert "on cuda:0 (" in proc.stdout
+    assert json.loads((tmp_path / "eval.json").read_text())["protocol"]["device"].startswith("cuda")
+    run_ok("eval", "--checkpoint", tmp_path / "run" / "best.pt", "--episodes", "4", "--device", "cuda", "--knn", "3")
+    run_ok("visualize", "--checkpoint", tmp_path / "run" / "best.pt", "--device", "cuda", "--out", tmp_path / "viz")
+    assert (tmp_path / "viz" / "summary.json").exists()
+
+
+def test_compare_and_label_ratio_on_cuda(tmp_path):
+    base = {"dataset": "glyphs", "way": 3, "shot": 2, "query": 1, "iterations": 3, "tasks_per_batch": 2,
+            "val_every": 3, "val_episodes": 2, "embedding": 16, "node_features": 8, "edge_features": 8,
+            "eval_batch": 10, "device": "cuda"}
+    spec = {"base": base, "models": {m: {"model": m, "out": str(tmp_path / m)} for m in ("egnn", "gnn", "protonet")},
+            "evaluation": {"episodes": 10, "query": 1, "transductive": True}, "reference": "egnn",
+            "output": str(tmp_path / "cmp")}
+    (tmp_path / "cmp.yaml").write_text(yaml.safe_dump(spec))
+    run_ok("compare", "--config", tmp_path / "cmp.yaml", "--quiet")
+    sweep = {"base": base, "ratios": [0.5, 1.0], "models": {"egnn-semi": {"unlabeled": "keep"}},
+             "modes": ["transductive", "non-transductive"], "evaluation": {"episodes": 10, "query": 1},
+             "output": str(tmp_path / "lr")}
+    (tmp_path / "lr.yaml").write_text(yaml.safe_dump(sweep))
+    run_ok("label-ratio", "--config", tmp_path / "lr.yaml", "--runs", tmp_path / "runs", "--quiet")
+
+
+@pytest.mark.parametrize("hard", ["--hard-tasks", "--no-hard-tasks"])
+def test_mtl_pipeline_on_cuda(tmp_path, hard):
+    run_ok("pretrain", "--dataset", "glyphs", "--backbone", "resnet12", "--widths", "8,12,16,20", "--iterations", "4",
+           "--batch-size", "16", "--val-every", "2", "--val-episodes", "4", "--way", "3", "--device", "cuda",
+           "--out", tmp_path / "pre")
+    run_ok("meta-transfer", "--pretrained", tmp_path / "pre" / "best.pt", "--dataset", "glyphs", "--way", "3",
+           "--shot", "1", hard, "--iterations", "2", "--tasks-per-batch", "2", "--val-every", "2",
+           "--val-episodes", "2", "--test-episodes", "4", "--device", "cuda", "--quiet", "--out", tmp_path / "mt")
+    run_ok("train", *TINY, "--backbone", "resnet12-mtl", "--backbone-checkpoint", tmp_path / "mt" / "best.pt",
+           "--out", tmp_path / "egnn")
+
+
+def test_torchrun_two_processes_on_one_gpu(tmp_path):
+    """torchrun with 2 ranks sharing cuda:0 (gloo reduces CUDA tensors; NCCL refuses two ranks on one GPU)."""
+    env = {**os.environ, "EGNN_DIST_BACKEND": "gloo", "CUDA_VISIBLE_DEVICES": "0"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29613",
+           "-m", "egnn.cli", "train", *TINY, "--out", str(tmp_path / "ddp")]
+    # LOCAL_RANK 0 and 1 map onto the visible GPUs modulo their count: both ranks on cuda:0
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "ddp" / "results.json").exists()
+
+
+def test_cuda_out_of_memory_is_one_line(tmp_path):
+    proc = egnn("train", *TINY, "--way", "5", "--eval-query", "15", "--eval-batch", "10000000",
+                "--out", tmp_path / "oom")
+    assert proc.returncode == 2 and "free on the GPU" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "oom").exists()
+
+
+def test_killed_cuda_run_resumes_to_the_same_numbers(tmp_path):
+    """--deterministic on the GPU: kill -9, --resume, and the final weights and test accuracy equal an unbroken
+    run's (bitwise is asserted; a tolerance of 1e-6 would be the fallback to state if a kernel is not bitwise)."""
+    import signal
+    import time
+
+    base = ["train", *TINY, "--iterations", "200", "--val-every", "5", "--deterministic"]
+    run_ok(*base, "--out", tmp_path / "whole")
+    cmd = [sys.executable, "-m", "egnn.cli", *map(str, base), "--out", str(tmp_path / "broken")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = tmp_path / "broken" / "last.pt"
+    deadline = time.time() + 300
+    while not last.exists() and time.time() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.5)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = torch.load(last, weights_only=False)["iteration"]
+    assert 0 < killed_at < 200
+    run_ok(*base, "--out", tmp_path / "broken", "--resume")
+    a = torch.load(tmp_path / "whole" / "last.pt", weights_only=False)["model"]
+    b = torch.load(last, weights_only=False)["model"]
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    tests = [json.loads((tmp_path / r / "results.json").read_text())["test"][0]["accuracy"] for r in ("whole", "broken")]
+    assert tests[0] == tests[1]
