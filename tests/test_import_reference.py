@@ -67,10 +67,10 @@ def test_bad_reference_checkpoints_are_one_line_errors(tmp_path):
 @pytest.mark.skipif(not REFERENCE.is_dir(), reason="the original code is not beside the checkout")
 def test_a_checkpoint_written_by_the_original_code_predicts_the_same(tmp_path, omniglot_root):
     """The original trains 3 iterations and saves with its own save_checkpoint; imported, egnn predicts every
-    query of the same 100 Omniglot test episodes as the original's eval() does."""
+    query of the same 50 Omniglot test episodes as the original's eval() does."""
     env = {**os.environ, "EGNN_DATA": str(omniglot_root)}
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / "reference_roundtrip.py"), "--ref-dir",
-                           str(REFERENCE), "--work", str(tmp_path / "ref"), "--episodes", "100"],
+                           str(REFERENCE), "--work", str(tmp_path / "ref"), "--episodes", "50", "--tasks", "4"],
                           capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     ref = torch.load(tmp_path / "ref" / "reference_predictions.pt")
