@@ -161,6 +161,24 @@ class Config:
         return asdict(self)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (PyYAML keeps the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ConfigError(f"key '{key}' appears twice at line {key_node.start_mark.line + 1}: keep one")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(text: str):
+    """Parse YAML with :class:`_UniqueKeyLoader`: a duplicate key is a :class:`ConfigError`."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)
+
+
 def _coerce(name: str, value: Any, default: Any) -> Any:
     kind = type(default)
     if value is None or default is None or isinstance(value, kind):
@@ -191,7 +209,9 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> Config:
         if not path.is_file():
             raise ConfigError(f"config file {path} not found: check the --config path")
         try:
-            base = yaml.safe_load(path.read_text()) or {}
+            base = read_yaml(path.read_text()) or {}
+        except ConfigError as exc:
+            raise ConfigError(f"config file {path}: {exc}") from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" at line {mark.line + 1}" if mark else ""

@@ -7,6 +7,7 @@ from typing import Any, Callable
 
 import yaml
 
+from egnn.config import read_yaml
 from egnn.errors import ConfigError
 
 
@@ -16,7 +17,9 @@ def read_spec(path: str | Path, kind: str, keys: set[str], required: set[str]) -
     if not path.is_file():
         raise ConfigError(f"{kind} config {path} not found: check the --config path")
     try:
-        spec = yaml.safe_load(path.read_text()) or {}
+        spec = read_yaml(path.read_text()) or {}
+    except ConfigError as exc:
+        raise ConfigError(f"{kind} config {path}: {exc}") from None
     except yaml.YAMLError:
         raise ConfigError(f"{kind} config {path} is not valid YAML: fix the syntax") from None
     if not isinstance(spec, dict):

@@ -122,6 +122,12 @@ def test_bad_config_files(tmp_path):
     assert_user_error(egnn("train", "--config", tmp_path / "broken.yaml"), "not valid YAML")
     (tmp_path / "typed.yaml").write_text("way: five\n")
     assert_user_error(egnn("train", "--config", tmp_path / "typed.yaml"), "'way' expects int")
+    (tmp_path / "twice.yaml").write_text("way: 5\nshot: 1\nway: 20\n")  # PyYAML alone would keep way: 20
+    assert_user_error(egnn("train", "--config", tmp_path / "twice.yaml", "--out", tmp_path / "r"),
+                      "key 'way' appears twice at line 3")
+    (tmp_path / "spec.yaml").write_text("models: {}\nmodels: {}\n")
+    assert_user_error(egnn("compare", "--config", tmp_path / "spec.yaml"), "key 'models' appears twice")
+    assert not (tmp_path / "r").exists()
 
 
 def test_corrupt_checkpoint(tmp_path):
