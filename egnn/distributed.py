@@ -62,9 +62,6 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     return _AllReduceSum.apply(t)
 
 
-_all_reduce = all_reduce_sum
-
-
 class GlobalBatchNorm(_BatchNorm):
     """BatchNorm whose training statistics cover every rank's rows (two all-reduces: mean, then centred variance).
 
@@ -85,11 +82,11 @@ class GlobalBatchNorm(_BatchNorm):
         dims = [0, *range(2, x.dim())]  # every axis but the channels
         shape = [1, -1] + [1] * (x.dim() - 2)
         local = torch.cat([x.sum(dims), x.new_tensor([x.numel() / x.shape[1]])])
-        total = _all_reduce(local)
+        total = all_reduce_sum(local)
         n = total[-1].detach()
         mean = total[:-1] / n
         centred = x - mean.view(shape)
-        var = _all_reduce(centred.square().sum(dims)) / n
+        var = all_reduce_sum(centred.square().sum(dims)) / n
         with torch.no_grad():
             self.num_batches_tracked += 1
             m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)

@@ -16,21 +16,26 @@ CONFIG = {"dataset": "glyphs", "way": 3, "shot": 1, "query": 1, "query_max": 0, 
           "edge_features": 8, "threads": 1, "seed": 7}
 
 
+def kill_after_checkpoint(cmd, last, grace: float) -> int:
+    """Start ``cmd``, kill -9 it ``grace`` seconds after it writes ``last``; the iteration ``last`` then holds."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not last.exists() and time.time() < deadline:
+        time.sleep(0.02)
+    time.sleep(grace)  # let it train past the checkpoint
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return torch.load(last, weights_only=False)["iteration"]
+
+
 def test_killed_run_resumes_bitwise(tmp_path):
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(CONFIG))
     args = ["train", "--config", tmp_path / "cfg.yaml", "--quiet"]
     assert egnn(*args, "--out", tmp_path / "whole").returncode == 0
 
     cmd = [sys.executable, "-m", "egnn.cli", *map(str, args), "--out", str(tmp_path / "broken")]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     last = tmp_path / "broken" / "last.pt"
-    deadline = time.time() + 300
-    while not last.exists() and time.time() < deadline:
-        time.sleep(0.02)
-    time.sleep(0.3)  # let it train past the checkpoint
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    killed_at = torch.load(last, weights_only=False)["iteration"]
+    killed_at = kill_after_checkpoint(cmd, last, 0.3)
     assert 0 < killed_at < CONFIG["iterations"]  # it really was interrupted
 
     assert egnn(*args, "--out", tmp_path / "broken", "--resume").returncode == 0

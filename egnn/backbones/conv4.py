@@ -6,7 +6,7 @@ import torch.nn as nn
 
 from egnn.backbones import register_backbone
 from egnn.errors import ConfigError
-from egnn.nn.slot_norm import SlotBatchNorm
+from egnn.nn.slot_norm import batch_norms
 
 REFERENCE_PADDING = (1, 0, 1, 1)  # the reference's second convolution is unpadded: 84 -> 42 -> 40 -> 20 -> 10 -> 5
 REFERENCE_DROPOUT = (0.0, 0.0, 0.4, 0.5)  # its Dropout2d after blocks 3 and 4, on every dataset
@@ -30,9 +30,7 @@ class Conv4(nn.Module):
                  out_features: int = 128, dropout=REFERENCE_DROPOUT, padding=REFERENCE_PADDING,
                  norm: str = "slot") -> None:
         super().__init__()
-        if norm not in ("slot", "batch"):
-            raise ValueError(f"norm must be slot or batch, got '{norm}'")
-        bn2d, bn1d = (SlotBatchNorm, SlotBatchNorm) if norm == "slot" else (nn.BatchNorm2d, nn.BatchNorm1d)
+        bn2d, bn1d = batch_norms(norm)
         blocks, c, s = [], in_channels, image_size
         for w, p, pad in zip(widths, dropout, padding):
             blocks += [nn.Conv2d(c, w, 3, padding=pad, bias=False), bn2d(w), nn.MaxPool2d(2), nn.LeakyReLU(0.2)]

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from egnn.backbones import register_backbone
 from egnn.errors import ConfigError
-from egnn.nn.slot_norm import SlotBatchNorm
+from egnn.nn.slot_norm import batch_norms
 
 
 class GarciaOmniglot(nn.Module):
@@ -27,15 +27,15 @@ class GarciaOmniglot(nn.Module):
     def __init__(self, in_channels: int = 1, image_size: int = 28, width: int = 64, out_features: int = 64,
                  norm: str = "slot") -> None:
         super().__init__()
-        bn = SlotBatchNorm if norm == "slot" else None
+        bn2d, bn1d = batch_norms(norm)
         self.convs = nn.ModuleList([nn.Conv2d(in_channels if i == 0 else width, width, 3, padding=1 if i < 2 else 0,
                                               bias=False) for i in range(4)])
-        self.norms = nn.ModuleList([(bn or nn.BatchNorm2d)(width) for _ in range(4)])
+        self.norms = nn.ModuleList([bn2d(width) for _ in range(4)])
         s = image_size // 2 // 2 - 4
         if s < 1:
             raise ConfigError(f"{image_size}x{image_size} images are too small for conv4-garcia: pass --image-size 28")
         self.fc = nn.Linear(width * s * s, out_features, bias=False)
-        self.fc_norm = (bn or nn.BatchNorm1d)(out_features)
+        self.fc_norm = bn1d(out_features)
         self.out_features = out_features
         self.reset_parameters()
 
@@ -54,6 +54,4 @@ class GarciaOmniglot(nn.Module):
 @register_backbone
 def conv4_garcia(in_channels: int = 1, image_size: int = 28, out_features: int = 64, norm: str = "slot") -> GarciaOmniglot:
     """Garcia & Bruna's Omniglot embedding (``--backbone conv4-garcia --embedding 64``)."""
-    if norm not in ("slot", "batch"):
-        raise ConfigError(f"encoder-norm must be slot or batch, got '{norm}'")
     return GarciaOmniglot(in_channels, image_size, out_features=out_features or 64, norm=norm)

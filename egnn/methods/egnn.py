@@ -108,12 +108,12 @@ class EGNNMethod(FewShotMethod):
         if edge_index is None:
             edge_index = knn_edges(x.detach(), batch.batch, self.knn, labeled, self.knn)
         src, dst = edge_index
-        edges = self.gnn.forward_sparse(x, edge_index, edge_init(edge_index, y, labeled), batch.batch)  # (L, E, 2)
+        b = batch.num_graphs  # from ptr: no host sync
+        edges = self.gnn.forward_sparse(x, edge_index, edge_init(edge_index, y, labeled), batch.batch, b)  # (L, E, 2)
         similarity = edges[..., 0]  # (L, E)
         onehot = F.one_hot(y.clamp_min(0), int(batch.way[0]) if torch.is_tensor(batch.way) else batch.way)
         votes = similarity[-1, :, None] * (onehot[src] * labeled[src, None]).to(similarity.dtype)  # (E, way)
         scores = scatter(votes, dst, 0, dim_size=x.shape[0], reduce="sum")  # (T, way)
-        b = int(batch.batch.max()) + 1
         target = (y[src] == y[dst]).float()
         # as the dense loss_mask: edges touching a query, the query self-loops included, none touching an unlabeled support
         mask = ((src != dst) | query[dst]) & (query[src] | query[dst]) & (labeled | query)[src] & (labeled | query)[dst]

@@ -5,7 +5,8 @@ import torch
 import torch.nn as nn
 from torch_geometric.utils import scatter
 
-from egnn.nn.utils import GRAPH_SLOPE, masked_apply, mlp, off_diagonal, row_groups, row_normalize, weighted_apply
+from egnn.nn.utils import (GRAPH_SLOPE, masked_apply, mlp, off_diagonal, row_groups, row_normalize, uses_groups,
+                            weighted_apply)
 
 
 class EdgeUpdate(nn.Module):
@@ -36,7 +37,7 @@ class EdgeUpdate(nn.Module):
     Shapes:
         dense: node features ``(B, N, F_in)``, edges ``(B, N, N, 2)``, node mask ``(B, N)`` -> ``(B, N, N, 2)``;
         sparse: node features ``(N, F_in)``, ``edge_index (2, E)``, edges ``(E, 2)``, optional graph index
-        ``batch (N,)`` (for dropout) -> ``(E, 2)``.
+        ``batch (N,)`` and graph count ``num_graphs`` (for dropout) -> ``(E, 2)``.
     """
 
     def __init__(self, in_features: int, hidden_features: int, dropout: float = 0.0, eps: float = 1e-6,
@@ -73,11 +74,12 @@ class EdgeUpdate(nn.Module):
         valid = node_mask[:, iu] & node_mask[:, ju]  # (B, P)
         rows = (v[:, iu] - v[:, ju]).abs()  # (B, P, F)
         rows = rows.flatten(0, 1) if bool(valid.all()) else rows[valid]  # (R, F) real pairs only
-        group, real = row_groups(valid), rows.shape[0]  # graph of each row (for dropout)
-        weight = None
+        group = row_groups(valid) if uses_groups(self.similarity) else None  # graph of each row, for dropout
+        real, weight = rows.shape[0], None
         if self.training:  # each graph's self-pairs: one zero row standing for its real nodes
             rows = torch.cat([rows, rows.new_zeros(b, rows.shape[1])])
-            group = torch.cat([group, torch.arange(b, device=v.device)])
+            if group is not None:
+                group = torch.cat([group, torch.arange(b, device=v.device)])
             weight = torch.cat([rows.new_full((real,), 2.0), node_mask.sum(1).to(rows.dtype)])
         out = torch.sigmoid(weighted_apply(self.similarity, rows, weight, group, b))  # (R [+B], 1)
         upper = v.new_zeros(b, iu.numel(), 1)
@@ -88,11 +90,11 @@ class EdgeUpdate(nn.Module):
         return sim  # self-pairs stay 0: the caller masks them out of the prior
 
     def forward_sparse(self, x: torch.Tensor, edge_index: torch.Tensor, e: torch.Tensor,
-                       batch: torch.Tensor | None = None) -> torch.Tensor:
+                       batch: torch.Tensor | None = None, num_graphs: int | None = None) -> torch.Tensor:
         src, dst = edge_index
         n, loop = x.shape[0], (src == dst)[:, None]  # (E, 1)
-        group, groups = (None, None) if batch is None else (batch[dst], int(batch.max()) + 1)
-        sim = torch.sigmoid(weighted_apply(self.similarity, (x[dst] - x[src]).abs(), None, group, groups))  # (E, 1)
+        group = batch[dst] if batch is not None and uses_groups(self.similarity) else None
+        sim = torch.sigmoid(weighted_apply(self.similarity, (x[dst] - x[src]).abs(), None, group, num_graphs))  # (E, 1)
         prior = e.masked_fill(loop, 0.0)  # (E, 2)
         mass = scatter(prior, dst, 0, dim_size=n, reduce="sum")  # (N, 2) each row's total per channel
         e = torch.cat([sim, 1 - sim], -1) * prior

@@ -20,7 +20,7 @@ class EGNN(nn.Module):
         dense: node features ``(B, N, in_features)``, edges ``(B, N, N, 2)``, node mask ``(B, N)``
         -> edges ``(L, B, N, N, 2)``;
         sparse (:meth:`forward_sparse`): node features ``(N, in_features)``, ``edge_index (2, E)``,
-        edges ``(E, 2)``, optional graph index ``batch (N,)`` -> edges ``(L, E, 2)``.
+        edges ``(E, 2)``, optional graph index ``batch (N,)`` and graph count ``num_graphs`` -> edges ``(L, E, 2)``.
     """
 
     def __init__(self, in_features: int = 128, node_features: int = 96, edge_features: int = 96,
@@ -47,10 +47,10 @@ class EGNN(nn.Module):
         return torch.stack(edges)  # (L, B, N, N, 2)
 
     def forward_sparse(self, x: torch.Tensor, edge_index: torch.Tensor, e: torch.Tensor,
-                       batch: torch.Tensor | None = None) -> torch.Tensor:
+                       batch: torch.Tensor | None = None, num_graphs: int | None = None) -> torch.Tensor:
         edges = []
         for node_update, edge_update in zip(self.node_updates, self.edge_updates):
-            x = node_update.forward_sparse(x, edge_index, e, batch)  # (N, F)
-            e = edge_update.forward_sparse(x, edge_index, e, batch)  # (E, 2)
+            x = node_update.forward_sparse(x, edge_index, e, batch, num_graphs)  # (N, F)
+            e = edge_update.forward_sparse(x, edge_index, e, batch, num_graphs)  # (E, 2)
             edges.append(e)
         return torch.stack(edges)  # (L, E, 2)

@@ -7,7 +7,7 @@ import torch.nn as nn
 from torch_geometric.nn import MessagePassing
 from torch_geometric.utils import scatter
 
-from egnn.nn.utils import GRAPH_SLOPE, masked_apply, mlp, off_diagonal, row_normalize, weighted_apply
+from egnn.nn.utils import GRAPH_SLOPE, masked_apply, mlp, off_diagonal, row_normalize, uses_groups, weighted_apply
 
 
 class NodeUpdate(MessagePassing):
@@ -31,7 +31,7 @@ class NodeUpdate(MessagePassing):
     Shapes:
         dense: node features ``(B, N, F_in)``, edges ``(B, N, N, 2)``, node mask ``(B, N)`` -> ``(B, N, F_out)``;
         sparse: node features ``(N, F_in)``, ``edge_index (2, E)``, edges ``(E, 2)``, optional graph index
-        ``batch (N,)`` (for dropout) -> ``(N, F_out)``.
+        ``batch (N,)`` and graph count ``num_graphs`` (for dropout) -> ``(N, F_out)``.
     """
 
     def __init__(self, in_features: int, out_features: int, dropout: float = 0.0, slope: float = GRAPH_SLOPE) -> None:
@@ -51,13 +51,13 @@ class NodeUpdate(MessagePassing):
         return masked_apply(self.transform, torch.cat([v, aggr], -1), node_mask)  # (B, N, F_out)
 
     def forward_sparse(self, x: torch.Tensor, edge_index: torch.Tensor, e: torch.Tensor,
-                       batch: torch.Tensor | None = None) -> torch.Tensor:
+                       batch: torch.Tensor | None = None, num_graphs: int | None = None) -> torch.Tensor:
         src, dst = edge_index
         w = e * (src != dst)[:, None].to(e.dtype)  # (E, 2) self-loops carry no message
         w = w / scatter(w, dst, 0, dim_size=x.shape[0], reduce="sum").clamp_min(1e-12)[dst]  # row-normalised
         aggr = self.propagate(edge_index, x=x, w=w)  # (N, 2F)
-        groups = None if batch is None else int(batch.max()) + 1
-        return weighted_apply(self.transform, torch.cat([x, aggr], -1), None, batch, groups)  # (N, F_out)
+        group = batch if uses_groups(self.transform) else None
+        return weighted_apply(self.transform, torch.cat([x, aggr], -1), None, group, num_graphs)  # (N, F_out)
 
     def message(self, x_j: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         return (w[:, :, None] * x_j[:, None, :]).flatten(1)  # (E, 2F): [sim || dis] channels

@@ -7,6 +7,8 @@ import torch
 import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from egnn.errors import ConfigError
+
 
 def _slot_view(x: torch.Tensor, slots: int):
     """``x (B*S, C[, H, W])`` as a ``(B, S, C, P)`` view without copying (channels-last or contiguous), and the
@@ -141,6 +143,16 @@ class SlotBatchNorm(_BatchNorm):
         self.running_mean.mul_(keep).add_((w @ mean).to(self.running_mean.dtype))
         self.running_var.mul_(keep).add_((w @ var).to(self.running_var.dtype))
         self.num_batches_tracked.add_(s)
+
+
+def batch_norms(norm: str) -> tuple[type[_BatchNorm], type[_BatchNorm]]:
+    """The (2-D, 1-D) BatchNorm classes of a backbone for ``norm``: ``slot`` (per node slot, the reference's
+    statistics) or ``batch`` (plain BatchNorm over the whole batch)."""
+    if norm == "slot":
+        return SlotBatchNorm, SlotBatchNorm
+    if norm == "batch":
+        return nn.BatchNorm2d, nn.BatchNorm1d
+    raise ConfigError(f"encoder-norm must be slot or batch, got '{norm}'")
 
 
 @contextmanager

@@ -54,6 +54,12 @@ def mlp(dims: list[int], dropout: float = 0.0, dropout_at: str = "every", slope:
     return nn.Sequential(*layers)
 
 
+def uses_groups(module: nn.Module) -> bool:
+    """Whether ``module`` holds an active :class:`TaskDropout` (training, ``p > 0``): only then do its rows need
+    the index of their graph."""
+    return any(isinstance(m, TaskDropout) and m.training and m.p > 0 for m in module.modules())
+
+
 def row_groups(mask: torch.Tensor) -> torch.Tensor:
     """Graph index ``(R,)`` of each ``True`` entry of ``mask (B, ...)``, in ``mask``'s row-major order."""
     index = torch.arange(mask.shape[0], device=mask.device).view(-1, *[1] * (mask.dim() - 1))
@@ -65,7 +71,7 @@ def masked_apply(module: nn.Module, x: torch.Tensor, mask: torch.Tensor) -> torc
     holds, zeros elsewhere. BatchNorm then sees only real nodes or pairs, never padding; a :class:`TaskDropout`
     draws one mask per graph (index 0 of ``x``).
     """
-    groups = row_groups(mask)
+    groups = row_groups(mask) if uses_groups(module) else None
     if bool(mask.all()):  # episodes of equal size: no padding, no gather
         return weighted_apply(module, x.reshape(-1, x.shape[-1]), None, groups, mask.shape[0]).view(*x.shape[:-1], -1)
     rows = weighted_apply(module, x[mask], None, groups, mask.shape[0])

@@ -96,21 +96,13 @@ def test_cuda_out_of_memory_is_one_line(tmp_path):
 def test_killed_cuda_run_resumes_to_the_same_numbers(tmp_path):
     """--deterministic on the GPU: kill -9, --resume, and the final weights and test accuracy equal an unbroken
     run's (bitwise is asserted; a tolerance of 1e-6 would be the fallback to state if a kernel is not bitwise)."""
-    import signal
-    import time
+    from tests.test_resume import kill_after_checkpoint
 
     base = ["train", *TINY, "--iterations", "200", "--val-every", "5", "--deterministic"]
     run_ok(*base, "--out", tmp_path / "whole")
     cmd = [sys.executable, "-m", "egnn.cli", *map(str, base), "--out", str(tmp_path / "broken")]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     last = tmp_path / "broken" / "last.pt"
-    deadline = time.time() + 300
-    while not last.exists() and time.time() < deadline:
-        time.sleep(0.02)
-    time.sleep(0.5)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    killed_at = torch.load(last, weights_only=False)["iteration"]
+    killed_at = kill_after_checkpoint(cmd, last, 0.5)
     assert 0 < killed_at < 200
     run_ok(*base, "--out", tmp_path / "broken", "--resume")
     a = torch.load(tmp_path / "whole" / "last.pt", weights_only=False)["model"]
