@@ -359,6 +359,40 @@ def label_ratio(
     typer.echo(f"wrote {', '.join(str(f) for f in files.values())}")
 
 
+@app.command()
+@user_errors
+def predict(
+    checkpoint: Path = typer.Option(..., help="best.pt of a run (egnn train, or egnn import-reference)."),
+    support: Path = typer.Option(..., help="One subfolder per class, each with a few example images."),
+    query: Path = typer.Option(..., help="The images to label (subfolders included)."),
+    out: Path = typer.Option(Path("predictions.csv"), help="CSV: path, predicted, confidence, runner_up, "
+                             "runner_up_confidence."),
+    transductive: Optional[bool] = typer.Option(None, "--transductive/--no-transductive",
+                                                help="Label all queries together; default: the checkpoint's mode."),
+    knn: Optional[int] = typer.Option(None, help="Transductive on sparse kNN graphs, for thousands of images "
+                                      "(0: one dense graph); default: the checkpoint's."),
+    query_batch: int = typer.Option(256, help="Queries per forward pass, non-transductive."),
+    report: Optional[Path] = typer.Option(None, help="Also write DIR/contact_sheet.png: supports and predicted "
+                                          "queries per class, least confident flagged."),
+    flag: float = typer.Option(0.1, help="Fraction of queries flagged in the report (least confident)."),
+    device: str = typer.Option("auto", help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Label a folder of images from a few labeled examples per class; one CSV row per image."""
+    from egnn.predict import contact_sheet, predict as run
+
+    if not 0 <= flag <= 1:
+        raise UserError(f"--flag is a fraction of the queries in [0, 1], got {flag}")
+    result = run(checkpoint, support, query, transductive=transductive, knn=knn, query_batch=query_batch,
+                 device=device, progress=not quiet and sys.stderr.isatty())
+    result.write_csv(out)
+    typer.echo(f"{result}; wrote {out}")
+    if report is not None:
+        drawn = contact_sheet(result, report / "contact_sheet.png", flag_fraction=flag)
+        typer.echo(f"wrote {report / 'contact_sheet.png'} ({len(drawn['flagged'])} flagged, confidence <= "
+                   f"{drawn['flag_threshold']:.3f})")
+
+
 @app.command("import-reference")
 @user_errors
 def import_reference(
@@ -382,18 +416,16 @@ def import_reference(
 @user_errors
 def datasets(data_root: Optional[str] = typer.Option(None, help="Dataset root; default $EGNN_DATA.")) -> None:
     """List the datasets, where each is looked for, and whether it is there."""
-    from egnn.data import DATASETS, DESCRIPTIONS, data_root as resolve
+    from egnn.data import DATASETS, data_root as resolve
 
     root = resolve(data_root)
-    where = {"glyphs": (None, "embedded"), "omniglot": (root / "omniglot-py", None),
-             "mini-imagenet": (root / "mini-imagenet", None), "tiered-imagenet": (root / "tiered-imagenet", None),
-             "cifar-fs": (root / "cifar-100-python", None), "fc100": (root / "cifar-100-python", None),
-             "folder": (None, "your --data-root")}
-    for name in DATASETS:
-        path, status = where.get(name, (root, None))
-        if status is None:
+    for info in sorted(DATASETS.values(), key=lambda i: i.name):
+        path = info.where(root)
+        if path is None:
+            status = "embedded" if info.embedded else "your --data-root"
+        else:
             status = f"present at {path}" if path.is_dir() else f"missing at {path} (downloads where a network exists)"
-        typer.echo(f"{name:10s} {status}\n{'':10s} {DESCRIPTIONS[name]}")
+        typer.echo(f"{info.name:10s} {status}\n{'':10s} {info.description}")
 
 
 def main() -> None:

@@ -32,25 +32,27 @@ def episode_to_graph(episode: Episode, full_edges: bool = True) -> Data:
     """One episode -> one ``Data`` with ``N = way * (shot + query)`` nodes and ``N * N`` edges (self-loops included);
     ``full_edges=False`` leaves the edges out, for methods that build their own sparse graph (``--knn``)."""
     n, s = episode.labels.numel(), episode.way * episode.shot
-    support = torch.arange(n) < s
     labeled = torch.zeros(n, dtype=torch.bool)
     labeled[:s] = episode.labeled
-    y = episode.labels
+    return support_query_graph(episode.images, episode.labels, s, labeled, episode.way, full_edges)
+
+
+def support_query_graph(x: torch.Tensor, y: torch.Tensor, supports: int, labeled: torch.Tensor, way: int,
+                        full_edges: bool = True) -> Data:
+    """A graph of ``supports`` support nodes followed by query nodes, any number of each class (uneven shots, as
+    ``egnn predict`` meets them). ``y (N,)`` is read only where ``labeled (N,)``; queries may carry -1.
+
+    Shapes: ``x (N, C, H, W)``; edges ``(2, N * N)`` and ``edge_attr (N * N, 2)`` unless ``full_edges=False``.
+    """
+    n = y.numel()
+    support = torch.arange(n) < supports
+    nodes = dict(x=x, y=y, support_mask=support, query_mask=~support, labeled_mask=labeled, way=way, num_nodes=n)
     if not full_edges:
-        return Data(x=episode.images, y=y, support_mask=support, query_mask=~support, labeled_mask=labeled,
-                    way=episode.way, num_nodes=n)
+        return Data(**nodes)
     edge_index = torch.stack(torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")).flatten(1)  # (2, N*N)
-    return Data(
-        x=episode.images,  # (N, C, H, W) uint8
-        y=y,
-        support_mask=support,
-        query_mask=~support,
-        labeled_mask=labeled,
-        edge_index=edge_index,
-        edge_attr=init_edge_attr(y, labeled).view(n * n, 2),  # (N*N, 2)
-        edge_label=(y[:, None] == y[None, :]).float().view(n * n),  # (N*N,) target: same class
-        way=episode.way,
-    )
+    return Data(**nodes, edge_index=edge_index,
+                edge_attr=init_edge_attr(y, labeled).view(n * n, 2),  # (N*N, 2)
+                edge_label=(y[:, None] == y[None, :]).float().view(n * n))  # (N*N,) target: same class
 
 
 def collate(episodes: list[Episode], full_edges: bool = True) -> Batch:

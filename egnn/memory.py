@@ -42,16 +42,10 @@ def dense_graph_bytes(graphs: int, nodes: int, layers: int, edge_features: int, 
     return int(graphs * nodes * nodes * per_pair * edge_features / 96)
 
 
-def check_graph_memory(*, tasks: int, way: int, shot: int, query: int, transductive: bool, layers: int,
-                       edge_features: int, training: bool, knn: int = 0, batch_flag: str = "--tasks-per-batch",
-                       device=None) -> None:
-    """Raise a :class:`UserError` naming the fix if a batch of dense episode graphs exceeds the memory budget."""
-    if transductive and knn:
-        return  # sparse graphs grow with the edges
-    graphs, nodes = (tasks, way * (shot + query)) if transductive else (tasks * way * query, way * shot + 1)
-    need, budget = dense_graph_bytes(graphs, nodes, layers, edge_features, training), available_bytes(device)
+def check_bytes(need: int, what: str, fix: str, device=None) -> None:
+    """Raise a :class:`UserError` ``"{what} needs about X GB, more than the Y GB available: {fix}"`` if ``need``
+    bytes exceed the memory budget of ``device``."""
+    budget = available_bytes(device)
     where = "free on the GPU" if device is not None and torch.device(device).type == "cuda" else "available"
     if budget is not None and need > budget:
-        raise UserError(
-            f"a batch of {tasks} {way}-way episodes with {nodes}-node dense graphs needs about {need / 2**30:.1f} GB, "
-            f"more than the {budget / 2**30:.1f} GB {where}: lower {batch_flag}, or use sparse graphs with --knn 20")
+        raise UserError(f"{what} needs about {need / 2**30:.1f} GB, more than the {budget / 2**30:.1f} GB {where}: {fix}")

@@ -28,7 +28,7 @@ from egnn.episodes import EpisodeSampler
 from egnn.errors import CheckpointError, ConfigError, UserError
 from egnn.graph import collate
 from egnn.losses import mean_ci95, query_accuracy
-from egnn.memory import check_graph_memory
+from egnn.memory import check_bytes
 from egnn.methods import FewShotMethod, method_class
 
 
@@ -151,13 +151,11 @@ def evaluate(method: FewShotMethod, split: FewShotSplit, *, way: int, shot: int,
     device = resolve_device(device)
     sampler = EpisodeSampler(split, way, shot, query, seed=seed, label_ratio=label_ratio,
                              drop_unlabeled=drop_unlabeled)
-    gnn = getattr(method, "gnn", None)
-    if gnn is not None:  # EGNN's dense graphs are the memory hog
-        check_graph_memory(tasks=batch_size, way=way, shot=shot, query=query, transductive=transductive,
-                           layers=len(gnn.edge_updates), edge_features=gnn.edge_updates[0].similarity[-1].in_features,
-                           training=False, knn=getattr(method, "knn", 0), batch_flag="--eval-batch (egnn eval: --batch)",
-                           device=device)
-    sparse = transductive and getattr(method, "knn", 0) > 0  # builds its own kNN edges
+    check_bytes(method.graph_bytes(batch_size, way * shot, way * query, transductive, training=False),
+                f"a batch of {batch_size} {way}-way episodes of {way * (shot + query)} nodes as dense graphs",
+                "lower --eval-batch (egnn eval: --batch), or use "
+                "sparse graphs with --knn 20", device)
+    sparse = method.builds_own_edges(transductive)
     was_training = method.training
     method.eval()
     start, accs, extra = time.perf_counter(), [], {}
@@ -174,7 +172,7 @@ def evaluate(method: FewShotMethod, split: FewShotSplit, *, way: int, shot: int,
     protocol = {"dataset": dataset, "split": split.name.split("/")[-1], "way": way, "shot": shot, "query": query,
                 "episodes": episodes, "transductive": transductive, "label_ratio": label_ratio,
                 "unlabeled": "drop" if drop_unlabeled else "keep", "seed": seed,
-                "graph": f"knn{method.knn}" if transductive and getattr(method, "knn", 0) else "dense",
+                "graph": method.graph_name(transductive),
                 "device": describe(device), "precision": precision}
     return EvalResult(*mean_ci95(acc), {k: mean_ci95(torch.cat(v)) for k, v in extra.items()}, protocol,
                       acc.tolist(), time.perf_counter() - start)
@@ -211,16 +209,16 @@ class Trainer:
                          (cfg.eval_query, cfg.test_way or cfg.way)) for name in ("train", "val", "test")}
         for name, (q, way) in shapes.items():  # fail before any work if an episode cannot be built...
             EpisodeSampler(self.splits[name], way, cfg.shot, q, label_ratio=cfg.label_ratio)
-        for name, (q, way) in shapes.items():  # ...or cannot fit in memory
-            if cfg.model == "egnn":
-                check_graph_memory(tasks=cfg.tasks_per_batch if name == "train" else cfg.eval_batch, way=way,
-                                   shot=cfg.shot, query=q, transductive=cfg.transductive, layers=cfg.layers,
-                                   edge_features=cfg.edge_features, training=name == "train", knn=cfg.knn,
-                                   batch_flag="--tasks-per-batch" if name == "train" else "--eval-batch",
-                                   device=self.device)
         seed_everything(cfg.seed)  # fixes the initialisation
         self.image_shape = self.splits["train"].image_shape  # (C, H, W)
-        self.method = build_method(cfg, self.image_shape[0], self.image_shape[-1]).to(self.device)
+        method = build_method(cfg, self.image_shape[0], self.image_shape[-1])
+        for name, (q, way) in shapes.items():  # ...or cannot fit in memory (before any tensor reaches the device)
+            tasks, flag = (cfg.tasks_per_batch, "--tasks-per-batch") if name == "train" else (cfg.eval_batch, "--eval-batch")
+            check_bytes(method.graph_bytes(tasks, way * cfg.shot, way * q, cfg.transductive, training=name == "train"),
+                        f"a batch of {tasks} {way}-way episodes of {way * (cfg.shot + q)} nodes as dense graphs",
+                        f"lower {flag}, or use sparse graphs with --knn 20",
+                        self.device)
+        self.method = method.to(self.device)
         if resolve_normalize(cfg.normalize, cfg.dataset) and not cfg.backbone_checkpoint:  # else: the backbone's own
             self.method.set_normalization(*self.splits["train"].channel_stats())
         self.model: torch.nn.Module = self.method  # what the training step calls: the method, or its DDP wrapper
@@ -319,7 +317,7 @@ class Trainer:
     def update(self, episodes) -> tuple[float, float, Any]:
         """One optimiser step on a list of episodes; returns loss, query accuracy and the method's output."""
         cfg = self.cfg
-        batch = collate(episodes, full_edges=not (cfg.transductive and cfg.knn))
+        batch = collate(episodes, full_edges=not self.method.builds_own_edges(cfg.transductive))
         if self.augment != "none":  # a pure function of (seed, iteration, rank), like the episodes: resumes bitwise
             gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 7_777_777_777 + self.iteration * 997 + self.rank)
             batch.x = augment(batch.x, self.augment, gen)
@@ -440,14 +438,21 @@ def saved_config(values: dict[str, Any]) -> dict[str, Any]:
 
 def load_trained(checkpoint: str | Path, device: str = "cpu") -> tuple[FewShotMethod, Config]:
     """Rebuild a trained method from a checkpoint written by :class:`Trainer`."""
+    method, cfg, _ = load_trained_with_inputs(checkpoint, device)
+    return method, cfg
+
+
+def load_trained_with_inputs(checkpoint: str | Path, device: str = "cpu") -> tuple[FewShotMethod, Config, tuple[int, int]]:
+    """:func:`load_trained`, and the ``(channels, side)`` of the images the model was trained on."""
     blob = load_checkpoint(checkpoint)
     try:
         cfg = make_config(saved_config(blob["config"]))
-        method = build_method(cfg, blob["in_channels"], blob.get("image_size", cfg.image_size or 28))
+        inputs = int(blob["in_channels"]), int(blob.get("image_size") or cfg.image_size or 28)
+        method = build_method(cfg, *inputs)
     except (KeyError, TypeError) as exc:
         raise UserError(f"checkpoint {checkpoint} lacks its config ({exc}): pass a checkpoint written by egnn train") from None
     load_model_state(method, blob["model"], checkpoint)
-    return method.to(resolve_device(device)).eval(), cfg
+    return method.to(resolve_device(device)).eval(), cfg, inputs
 
 
 def _progress(enabled: bool):

@@ -1,11 +1,17 @@
-"""Speed and memory of egnn against the reference EGNN code's timings (issue #8), on this machine.
+"""Speed and memory of egnn, and of the original EGNN code beside it in the same command, on this machine.
 
-Settings are fixed so that the reference can later be run side by side: 2 threads, 40 tasks per iteration,
-1 query per class; random 128-d embeddings for the graph-network rows; 84x84x3 images for the full rows.
-Every measurement runs in a fresh subprocess, so its peak memory (max RSS) is its own.
+The side-by-side rows import the original (``--ref-dir``, unedited) at run time and time both codes on the same
+random 84x84x3 images, 40 tasks per iteration, 1 query per class: the original's own ``ModelTrainer.train()``
+and ``eval()`` against egnn's ``Trainer.step()`` and ``evaluate()``, end to end and compute alone (a fixed
+batch), each code's data loading on its own, medians of repeats after warm-up, synchronised on CUDA, peak
+memory from ``torch.cuda.max_memory_allocated`` (max RSS on the CPU). The other rows are egnn alone: the graph
+network on random embeddings, its FLOP floor, the sampler, and dense against sparse graphs up to 5000 nodes.
+Every measurement runs in a fresh subprocess, so its peak memory is its own.
 
-    python scripts/bench_speed.py                # everything: results/bench_speed.json, docs/scaling.png, table
-    python scripts/bench_speed.py --quick        # tiny sizes, to check the script itself
+    python scripts/bench_speed.py --ref-dir ../shared/reference/fewshot-egnn            # CPU, everything
+    python scripts/bench_speed.py --ref-dir ../shared/reference/fewshot-egnn --device cuda \
+        --kinds ref_train,ours_train,ref_eval,ours_eval --out results/bench_gpu.json     # the GPU rows
+    python scripts/bench_speed.py --quick --ref-dir ../shared/reference/fewshot-egnn     # tiny sizes: checks the script
     python scripts/bench_speed.py --kinds roofline,graph   # re-measure some kinds, keep the other rows
 """
 from __future__ import annotations
@@ -22,13 +28,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-# the reference code on a 2-core CPU with torch 2.14 (issue #8): seconds per meta-training iteration of 40 tasks
-REFERENCE = {
-    "graph": {"5w1s-trans": 0.11, "5w1s-nontrans": 0.21, "5w5s-trans": 0.73, "5w5s-nontrans": 6.5},
-    "full": {"5w5s-trans": 15.0, "5w5s-nontrans": 30.0},
-    "full_peak_gb": [11, 14],
-    "eval15_seconds_per_episode": [0.7, 1.5],
-}
 SETTINGS = {"5w1s": (5, 1), "5w5s": (5, 5)}
 
 
@@ -260,8 +259,242 @@ def sampler_row(size, channels, augmentation="crop-flip", seconds=5.0):
     return {"images_per_s": done / (time.perf_counter() - start)}
 
 
+# -- side by side with the original code (imported at run time from --ref-dir; nothing of it is copied) -------
+def _sync(device):
+    import torch
+
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize(device)
+
+
+def _median_time(fn, repeat, warmup, device):
+    """Median seconds of ``repeat`` calls after ``warmup``, synchronised with the device around each call."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        _sync(device)
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def _reset_peak(device):
+    import torch
+
+    if str(device).startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _peak_gb(device):
+    import torch
+
+    if str(device).startswith("cuda"):
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def _random_split(classes=64, per_class=20, size=84, channels=3, seed=0):
+    """The images both codes read: ``classes x per_class`` random uint8 images (speed does not depend on pixels)."""
+    import torch
+
+    from egnn.data import FewShotSplit
+
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (classes * per_class, channels, size, size), generator=g, dtype=torch.uint8)
+    return FewShotSplit(images, torch.arange(classes).repeat_interleave(per_class), [f"c{c}" for c in range(classes)])
+
+
+def _reference(ref_dir, device, way, shot, tasks, transductive, work):
+    """The original's ``ModelTrainer`` on ``device`` with its Conv-4 (emb 128) and GraphNetwork (96/96, 3 layers),
+    its ``MiniImagenetLoader`` reading a pickle of the same random images (written to ``work``), validation
+    and logging pushed past the run."""
+    import pickle
+
+    import torch
+
+    from golden_reference import import_reference
+
+    ref_train, tt = import_reference(ref_dir)
+    a = tt.arg
+    a.device = torch.device(device)
+    a.dataset, a.num_ways, a.num_shots, a.num_unlabeled, a.num_layers = "mini", way, shot, 0, 3
+    a.meta_batch_size, a.test_batch_size = tasks, 10
+    a.transductive = a.train_transductive = a.test_transductive = transductive
+    a.seed, a.num_gpus = 222, 1
+    a.num_ways_train = a.num_ways_test = way
+    a.num_shots_train = a.num_shots_test = shot
+    a.num_edge_features = a.num_node_features = 96
+    a.emb_size = 128
+    a.train_iteration, a.test_iteration, a.test_interval, a.log_step = 0, 10, 10 ** 9, 10 ** 9
+    a.lr, a.grad_clip, a.weight_decay, a.dec_lr, a.dropout = 1e-3, 5, 1e-6, 15000, 0.0
+    a.experiment, a.log_dir = "bench", str(work) + "/"
+    split = _random_split()
+    per_class = {c: [split.images[i].permute(1, 2, 0).numpy() for i in range(c * 20, c * 20 + 20)]
+                 for c in range(split.num_classes)}
+    folder = Path(work) / "mini-imagenet" / "compacted_datasets"
+    folder.mkdir(parents=True, exist_ok=True)
+    for part in ("train", "test"):
+        with open(folder / f"mini_imagenet_{part}.pickle", "wb") as f:
+            pickle.dump(per_class, f)
+    loaders = {p: ref_train.MiniImagenetLoader(root=str(work), partition=p) for p in ("train", "test")}
+    torch.manual_seed(0)
+    enc = ref_train.EmbeddingImagenet(emb_size=128)
+    gnn = ref_train.GraphNetwork(in_features=128, node_features=96, edge_features=96, num_layers=3, dropout=0.0)
+    trainer = ref_train.ModelTrainer(enc_module=enc, gnn_module=gnn, data_loader=loaders)
+    trainer.one_hot_encode = lambda n, idx: torch.eye(n, device=idx.device)[idx]  # its CPU eye() fails on CUDA
+    return trainer, tt, loaders
+
+
+class _FixedLoader:
+    """The original's ``get_task_batch`` answering with one batch it drew before: its compute without its loading."""
+
+    def __init__(self, loader, **kw):
+        self.batch = loader.get_task_batch(**kw)
+
+    def get_task_batch(self, **kw):
+        return self.batch
+
+
+def ref_train_row(setting, transductive, ref_dir, device="cpu", tasks=40, repeat=3, warmup=1):
+    """The original's own ``ModelTrainer.train()``: seconds per meta-training iteration end to end (its loader
+    included) and its compute alone (a fixed batch), its loader's share, and peak memory."""
+    import tempfile
+
+    way, shot = SETTINGS[setting]
+    with tempfile.TemporaryDirectory() as work:
+        trainer, tt, loaders = _reference(ref_dir, device, way, shot, tasks, transductive, work)
+
+        def iterations(n):
+            tt.arg.train_iteration = trainer.global_step + n
+            trainer.train()
+
+        _reset_peak(device)
+        end_to_end = _median_time(lambda: iterations(1), repeat, warmup, device)
+        loading = _median_time(lambda: loaders["train"].get_task_batch(num_tasks=tasks, num_ways=way, num_shots=shot,
+                                                                       seed=1), repeat, 1, device)
+        trainer.data_loader["train"] = _FixedLoader(loaders["train"], num_tasks=tasks, num_ways=way, num_shots=shot)
+        compute = _median_time(lambda: iterations(1), repeat, 1, device)
+        peak = _peak_gb(device)
+    return {"code": "original", "train_s": end_to_end, "compute_s": compute, "loading_s": loading, "peak_gb": peak}
+
+
+def ref_eval_row(setting, transductive, ref_dir, device="cpu", episodes=20):
+    """The original's ``ModelTrainer.eval()`` (its only protocol: 1 query per class, 10 episodes per batch):
+    seconds per test episode, its loader included."""
+    import tempfile
+
+    import torch
+
+    way, shot = SETTINGS[setting]
+    with tempfile.TemporaryDirectory() as work:
+        trainer, tt, _ = _reference(ref_dir, device, way, shot, 40, transductive, work)
+        tt.arg.test_iteration = episodes
+
+        def run():
+            with torch.no_grad():
+                trainer.eval(partition="test", log_flag=False)
+
+        seconds = _median_time(run, 3, 1, device) / episodes
+    return {"code": "original", "query": 1, "seconds_per_episode": seconds}
+
+
+def ours_train_row(setting, transductive, device="cpu", tasks=40, repeat=3, warmup=1, precision="fp32"):
+    """egnn's own ``Trainer.step()`` on the same images (sampling, collate, random crop, transfer, forward, loss,
+    backward, Adam), its compute alone on a fixed batch already on the device, its loading alone, peak memory."""
+    import tempfile
+
+    import torch
+
+    from egnn.config import make_config
+    from egnn.data.transforms import augment
+    from egnn.graph import collate
+    from egnn.trainer import Trainer, autocast
+
+    way, shot = SETTINGS[setting]
+    split = _random_split()
+    with tempfile.TemporaryDirectory() as out:
+        cfg = make_config(dataset="mini-imagenet", way=way, shot=shot, query=1, query_max=0, transductive=transductive,
+                          tasks_per_batch=tasks, augment="crop", device=device, precision=precision, out=out,
+                          dropout=0.0)
+        trainer = Trainer(cfg, splits={"train": split, "val": split, "test": split})
+        _reset_peak(device)
+        end_to_end = _median_time(trainer.step, repeat, warmup, device)
+
+        def load():
+            batch = collate(trainer.sampler.batch(0, tasks))
+            batch.x = augment(batch.x, "crop", torch.Generator().manual_seed(0))
+            return batch.to(trainer.device)
+
+        loading = _median_time(load, repeat, 1, device)
+        batch, method = load(), trainer.method
+
+        def step():
+            with autocast(trainer.device, precision):
+                loss = method.loss(method(batch, transductive=transductive))
+            trainer.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            trainer.optimizer.step()
+
+        compute = _median_time(step, repeat, 1, device)
+        peak = _peak_gb(device)
+    return {"code": "egnn", "train_s": end_to_end, "compute_s": compute, "loading_s": loading, "peak_gb": peak}
+
+
+def ours_eval_row(setting, transductive, device="cpu", episodes=20, query=1):
+    """egnn's ``evaluate()`` on the same images: seconds per test episode, sampling included."""
+    import torch
+
+    from egnn.backbones import create_backbone
+    from egnn.methods.egnn import EGNNMethod
+    from egnn.trainer import evaluate
+
+    way, shot = SETTINGS[setting]
+    split = _random_split()
+    torch.manual_seed(0)
+    method = EGNNMethod(create_backbone("conv4", in_channels=3, image_size=84, out_features=128)).to(device).eval()
+    seconds = _median_time(lambda: evaluate(method, split, way=way, shot=shot, query=query, episodes=episodes,
+                                            transductive=transductive, batch_size=10, device=device), 3, 1, device)
+    return {"code": "egnn", "query": query, "seconds_per_episode": seconds / episodes}
+
+
+def side_by_side_table(rows: list[dict]) -> str:
+    """Original against egnn, measured in this run: training and evaluation, with speed-ups."""
+    lines = ["| setting (84x84x3, 40 tasks, 1 query/class) | original s/it (compute; loading) | egnn s/it (compute; "
+             "loading) | speed-up end to end | speed-up compute | peak GB original / egnn |", "|---|---|---|---|---|---|"]
+    pick = lambda kind, code, setting, trans, **kw: next((r for r in rows if r["kind"] == kind and r.get("code") == code  # noqa: E731
+                                                          and r["setting"] == setting and r["transductive"] == trans
+                                                          and all(r.get(k) == v for k, v in kw.items())
+                                                          and "error" not in r), None)
+    for setting in SETTINGS:
+        for trans in (True, False):
+            ref, ours = pick("ref_train", "original", setting, trans), pick("ours_train", "egnn", setting, trans)
+            if ref and ours:
+                mode = "transductive" if trans else "non-transductive"
+                lines.append(f"| train {setting} {mode} | {ref['train_s']:.3f} ({ref['compute_s']:.3f}; "
+                             f"{ref['loading_s']:.3f}) | {ours['train_s']:.3f} ({ours['compute_s']:.3f}; "
+                             f"{ours['loading_s']:.3f}) | {ref['train_s'] / ours['train_s']:.1f}x | "
+                             f"{ref['compute_s'] / ours['compute_s']:.1f}x | {ref['peak_gb']:.2f} / {ours['peak_gb']:.2f} |")
+    lines += ["", "| evaluation, s/episode | original, 1 query/class | egnn, 1 query/class | speed-up | egnn, 15 queries/class |",
+              "|---|---|---|---|---|"]
+    for setting in SETTINGS:
+        for trans in (True, False):
+            ref = pick("ref_eval", "original", setting, trans)
+            ours, ours15 = pick("ours_eval", "egnn", setting, trans, query=1), pick("ours_eval", "egnn", setting, trans, query=15)
+            if ref and ours:
+                mode = "transductive" if trans else "non-transductive"
+                q15 = f"{ours15['seconds_per_episode']:.4f}" if ours15 else "-"
+                lines.append(f"| {setting} {mode} | {ref['seconds_per_episode']:.4f} | {ours['seconds_per_episode']:.4f} | "
+                             f"{ref['seconds_per_episode'] / ours['seconds_per_episode']:.1f}x | {q15} |")
+    return "\n".join(lines)
+
+
 ROWS = {"roofline": roofline_row, "graph": graph_row, "full": full_row, "eval15": eval15_row, "scale": scale_row, "big": big_episode_row,
-        "sampler": sampler_row}
+        "sampler": sampler_row, "ref_train": ref_train_row, "ref_eval": ref_eval_row, "ours_train": ours_train_row,
+        "ours_eval": ours_eval_row}
+SIDE_BY_SIDE = ("ref_train", "ours_train", "ref_eval", "ours_eval")
 
 
 def run_one(kind: str, threads: int, **kwargs) -> dict:
@@ -288,43 +521,36 @@ def _child(spec: str) -> None:
 
 # -- report ----------------------------------------------------------------------------------------------
 def table(rows: list[dict]) -> str:
-    lines = ["| setting | reference (s/it) | ours, all ordered pairs (s/it) | ours (s/it) | speed-up | ours, eval (s/it) |",
-             "|---|---|---|---|---|---|"]
-    for key, ref in REFERENCE["graph"].items():
-        setting, mode = key.split("-")
-        pick = lambda sym, prec="fp32": next((r for r in rows if r["kind"] == "graph" and r["setting"] == setting  # noqa: E731
-                                              and r["transductive"] == (mode == "trans") and r["symmetric"] == sym
-                                              and r.get("precision", "fp32") == prec), None)
-        ours, allp, bf16 = pick(True), pick(False), pick(True, "bf16")
-        if ours and "train_s" in ours:
-            lines.append(f"| graph only, {setting} {mode} | {ref:.2f} | {allp['train_s']:.3f} | {ours['train_s']:.3f} | "
-                         f"{ref / ours['train_s']:.1f}x | {ours['eval_s']:.3f} |")
-        if bf16 and "train_s" in bf16:
-            lines.append(f"| graph only, {setting} {mode}, bf16 autocast | {ref:.2f} | - | {bf16['train_s']:.3f} | "
-                         f"{ref / bf16['train_s']:.1f}x | {bf16['eval_s']:.3f} |")
+    lines = []
+    if any(r["kind"] in SIDE_BY_SIDE for r in rows):
+        lines += [side_by_side_table(rows), ""]
+    lines += ["| graph network only (random 128-d embeddings, 40 tasks) | all ordered pairs (s/it) | ours (s/it) | "
+              "ours, eval (s/it) |", "|---|---|---|---|"]
+    for setting in SETTINGS:
+        for mode in ("trans", "nontrans"):
+            pick = lambda sym, prec="fp32": next((r for r in rows if r["kind"] == "graph" and r["setting"] == setting  # noqa: E731
+                                                  and r["transductive"] == (mode == "trans") and r["symmetric"] == sym
+                                                  and r.get("precision", "fp32") == prec), None)
+            ours, allp, bf16 = pick(True), pick(False), pick(True, "bf16")
+            if ours and "train_s" in ours:
+                lines.append(f"| {setting} {mode} | {allp['train_s']:.3f} | {ours['train_s']:.3f} | {ours['eval_s']:.3f} |")
+            if bf16 and "train_s" in bf16:
+                lines.append(f"| {setting} {mode}, bf16 autocast | - | {bf16['train_s']:.3f} | {bf16['eval_s']:.3f} |")
     roof = [r for r in rows if r["kind"] == "roofline" and "train_floor_s" in r]
     if roof:  # the most generous floors: the best matmul throughput any row measured
         peak = max(r["peak_gflops"] for r in roof)
         shape = max(r["edge_mlp_gflops"] for r in roof)
         lines += ["", f"| graph only, float32 floor | matmul GFLOP/it | floor at peak, {peak:.0f} GFLOPS (s/it) | floor at "
-                      f"the edge MLP's shape, {shape:.0f} GFLOPS (s/it) | 5x target (s/it) | best possible speed-up |",
-                  "|---|---|---|---|---|---|"]
+                      f"the edge MLP's shape, {shape:.0f} GFLOPS (s/it) |", "|---|---|---|---|"]
         for r in roof:
-            key = f"{r['setting']}-{'trans' if r['transductive'] else 'nontrans'}"
-            ref, gflop = REFERENCE["graph"][key], r["train_gflop"]
-            lines.append(f"| {r['setting']} {key.split('-')[1]} | {gflop:.1f} | {gflop / peak:.3f} | {gflop / shape:.3f} | "
-                         f"{ref / 5:.3f} | {ref * peak / gflop:.1f}x at peak, {ref * shape / gflop:.1f}x at shape |")
-    lines += ["", "| full iteration (Conv-4, 84x84, 40 tasks) | reference (s/it) | ours (s/it) | speed-up | peak GB |",
-              "|---|---|---|---|---|"]
+            mode = "trans" if r["transductive"] else "nontrans"
+            gflop = r["train_gflop"]
+            lines.append(f"| {r['setting']} {mode} | {gflop:.1f} | {gflop / peak:.3f} | {gflop / shape:.3f} |")
+    lines += ["", "| full iteration (Conv-4, 40 tasks, fixed batch) | ours (s/it) | peak GB |", "|---|---|---|"]
     for r in rows:
         if r["kind"] == "full" and "train_s" in r:
-            key = f"{r['setting']}-{'trans' if r['transductive'] else 'nontrans'}"
-            ref = REFERENCE["full"].get(key)
-            opts = f", {r.get('size', 84)}px" if r.get("size", 84) != 84 else ""
-            opts += ", bf16 autocast" if r.get("precision", "fp32") != "fp32" else ""
-            ref = ref if r.get("size", 84) == 84 else None
-            speed = f"{ref / r['train_s']:.1f}x" if ref else "-"
-            lines.append(f"| {r['setting']} {key.split('-')[1]}{opts} | {ref or '-'} | {r['train_s']:.2f} | {speed} | "
+            opts = f", {r.get('size', 84)}px" + (", bf16 autocast" if r.get("precision", "fp32") != "fp32" else "")
+            lines.append(f"| {r['setting']} {'trans' if r['transductive'] else 'nontrans'}{opts} | {r['train_s']:.2f} | "
                          f"{r['peak_gb']:.2f} |")
     lines += ["", "| data | sampler (images/s) | training consumes (images/s) | ratio |", "|---|---|---|---|"]
     for r in rows:
@@ -338,7 +564,14 @@ def table(rows: list[dict]) -> str:
     if big:
         lines += ["", f"5000-node episode ({big['source']}, kNN k={big['knn']}, {big['edges']} edges): "
                       f"{big['seconds']:.1f} s, peak {big['peak_gb']:.2f} GB, accuracy {100 * big['accuracy']:.1f}%"]
-    return "\n".join(lines)
+    return "\n\n".join(_with_rows(block) for block in "\n".join(lines).split("\n\n") if _with_rows(block))
+
+
+def _with_rows(block: str) -> str:
+    """A Markdown table block, or '' when it has a header and no rows (its kinds were not measured)."""
+    body = [ln for ln in block.strip().splitlines() if ln.strip()]
+    is_table = len(body) >= 2 and body[1].startswith("|---")
+    return "" if is_table and len(body) == 2 else "\n".join(body)
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -365,6 +598,16 @@ def plot(rows: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def _machine(device: str) -> str:
+    import platform
+
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_name(torch.device(device))
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--one", help=argparse.SUPPRESS)
@@ -372,13 +615,38 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--checkpoint", help="trained Omniglot EGNN for the 5000-node episode (else untrained)")
     parser.add_argument("--out", default=str(ROOT / "results" / "bench_speed.json"))
-    parser.add_argument("--kinds", default=",".join(ROWS),
-                        help="measure only these kinds; the other rows of --out are kept (with their revision)")
+    parser.add_argument("--kinds", default=None,
+                        help="measure only these kinds; the other rows of --out are kept (with their revision). Default: "
+                             "all, the side-by-side kinds (ref_train, ours_train, ref_eval, ours_eval) where --ref-dir is given")
+    parser.add_argument("--ref-dir", help="the original EGNN code (e.g. ../shared/reference/fewshot-egnn), imported at run "
+                                          "time and timed beside egnn on the same inputs")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] for the side-by-side rows")
     args = parser.parse_args()
     if args.one:
         return _child(args.one)
-    t, q, kinds = args.threads, args.quick, set(args.kinds.split(","))
+    kinds = set(args.kinds.split(",")) if args.kinds else set(ROWS) - (set() if args.ref_dir else set(SIDE_BY_SIDE))
+    if kinds & set(SIDE_BY_SIDE) and not args.ref_dir:
+        parser.error("the side-by-side kinds need --ref-dir PATH of the original code")
+    unknown = kinds - set(ROWS)
+    if unknown:
+        parser.error(f"unknown kinds {sorted(unknown)}: choose from {', '.join(ROWS)}")
+    t, q = args.threads, args.quick
     rows = []
+    ref = {"ref_dir": str(Path(args.ref_dir).resolve())} if args.ref_dir else {}
+    for setting in SETTINGS:
+        for trans in (True, False):
+            size = {"tasks": 2 if q else 40, "repeat": 1 if q else 3}
+            if "ref_train" in kinds:
+                rows.append(run_one("ref_train", t, setting=setting, transductive=trans, device=args.device, **size, **ref))
+            if "ours_train" in kinds:
+                rows.append(run_one("ours_train", t, setting=setting, transductive=trans, device=args.device, **size))
+            episodes = 10 if q else 50
+            if "ref_eval" in kinds:
+                rows.append(run_one("ref_eval", t, setting=setting, transductive=trans, device=args.device,
+                                    episodes=episodes, **ref))
+            for query in (1, 15) if "ours_eval" in kinds else ():
+                rows.append(run_one("ours_eval", t, setting=setting, transductive=trans, device=args.device,
+                                    episodes=episodes, query=query))
     for setting in SETTINGS:
         for trans in (True, False):
             if "roofline" in kinds:
@@ -417,7 +685,7 @@ def main() -> None:
         rows = kept + rows
         command = f"{old['command']}; then {command}"
     out = {"command": command, "git_revision": revision,
-           "threads": t, "torch": __import__("torch").__version__, "reference": REFERENCE, "rows": rows}
+           "threads": t, "torch": __import__("torch").__version__, "machine": _machine(args.device), "rows": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
     if "scale" in kinds:

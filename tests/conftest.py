@@ -53,7 +53,7 @@ def _calibrated_method(seed: int, layers: int, model: str):
     return method.eval()
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def omniglot_root():
     root = Path(os.environ["EGNN_DATA"])
     if not (root / "omniglot-py" / "images_background").is_dir():

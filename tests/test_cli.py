@@ -145,7 +145,7 @@ def test_datasets_lists_what_is_where(omniglot_root):
 def test_episode_batch_too_large_for_memory_names_the_fix(tmp_path):
     proc = egnn("train", "--way", 5, "--shot", 5, "--tasks-per-batch", 40, "--out", tmp_path / "r",
                 env={"EGNN_MEMORY_GB": "0.01"})
-    assert_user_error(proc, "dense graphs needs about", "lower --tasks-per-batch", "--knn 20")
+    assert_user_error(proc, "nodes as dense graphs needs about", "lower --tasks-per-batch", "--knn 20")
     assert not (tmp_path / "r").exists()  # nothing half-written
 
 

@@ -14,7 +14,9 @@ import numpy as np
 import torch
 
 from egnn.data.base import FewShotSplit
+from egnn.data.images import decode
 from egnn.data.paths import data_root
+from egnn.data.registry import DatasetInfo, register_dataset
 from egnn.errors import DataError
 
 CIFAR_FS = {
@@ -94,3 +96,11 @@ def load_fc100(root=None, image_size: int = 32) -> dict[str, FewShotSplit]:
         "test": [f for f in range(len(names)) if super_of[f] in held["test"]],
     }
     return _splits(images, fine, names, split_classes, "fc100", image_size)
+
+
+register_dataset(DatasetInfo(
+    "cifar-fs", load_cifar_fs, native_size=32, channels=3, natural=True, location="cifar-100-python", decode=decode,
+    description="CIFAR-FS, <root>/cifar-100-python (torchvision CIFAR100); 64/16/20 classes, 3x32x32"))
+register_dataset(DatasetInfo(
+    "fc100", load_fc100, native_size=32, channels=3, natural=True, location="cifar-100-python", decode=decode,
+    description="FC100, <root>/cifar-100-python (torchvision CIFAR100); 60/20/20 classes by superclass, 3x32x32"))

@@ -13,7 +13,9 @@ import math
 import torch
 
 from egnn.data.base import FewShotSplit
+from egnn.data.images import decode_ink
 from egnn.data.paths import atomic_save, cache_dir
+from egnn.data.registry import DatasetInfo, register_dataset
 
 SPLIT_CLASSES = {"train": 1000, "val": 100, "test": 400}
 IMAGES_PER_CLASS = 20
@@ -93,3 +95,8 @@ def load_glyphs(root=None, image_size: int = 28) -> dict[str, FewShotSplit]:
         splits[split] = FewShotSplit(imgs.flatten(0, 1).contiguous(), torch.arange(n).repeat_interleave(IMAGES_PER_CLASS),
                                      [f"glyph{split}{c:04d}" for c in range(n)], name=f"glyphs/{split}")
     return splits
+
+
+register_dataset(DatasetInfo(
+    "glyphs", load_glyphs, native_size=28, channels=1, natural=False, location=None, decode=decode_ink, embedded=True,
+    description="procedural glyphs, embedded (no download); 1000/100/400 classes x 20 images, 1x28x28"))

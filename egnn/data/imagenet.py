@@ -11,8 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from egnn.data.base import FewShotSplit
-from egnn.data.images import SPLITS, cached, load_folder, read_pickle, split_from_arrays
+from egnn.data.images import SPLITS, cached, decode, load_folder, read_pickle, split_from_arrays
 from egnn.data.paths import data_root, stamp
+from egnn.data.registry import DatasetInfo, register_dataset
 from egnn.errors import DataError
 
 MINI_SPLITS = Path(__file__).parent / "splits" / "miniimagenet"
@@ -50,3 +51,13 @@ def load_tiered_imagenet(root=None, image_size: int = 84) -> dict[str, FewShotSp
         return out
 
     return cached(f"tiered:{base.resolve()}:{stamp(sum(chunks.values(), []))}:{image_size}", build)
+
+
+register_dataset(DatasetInfo(
+    "mini-imagenet", load_mini_imagenet, native_size=84, channels=3, natural=True, location="mini-imagenet",
+    decode=decode, description="miniImageNet, <root>/mini-imagenet/compacted_datasets/mini_imagenet_{split}.pickle "
+                               "or <root>/mini-imagenet/images/ with the Ravi & Larochelle CSVs; 64/16/20 classes, 3x84x84"))
+register_dataset(DatasetInfo(
+    "tiered-imagenet", load_tiered_imagenet, native_size=84, channels=3, natural=True, location="tiered-imagenet",
+    decode=decode, description="tieredImageNet, <root>/tiered-imagenet/compacted_datasets/"
+                               "tiered_imagenet_{split}_{k}.pickle; 351/97/160 classes, 3x84x84"))

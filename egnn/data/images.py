@@ -16,6 +16,7 @@ from PIL import Image, UnidentifiedImageError
 
 from egnn.data.base import FewShotSplit
 from egnn.data.paths import atomic_save, cache_dir, stamp
+from egnn.data.registry import DatasetInfo, register_dataset
 from egnn.errors import DataError
 
 SPLITS = ("train", "val", "test")
@@ -31,6 +32,12 @@ def decode(path: str, size: int, channels: int) -> np.ndarray:
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"cannot read image {path} ({type(exc).__name__}): remove or replace the file") from None
     return arr[None] if channels == 1 else arr.transpose(2, 0, 1)
+
+
+def decode_ink(path: str, size: int, channels: int = 1) -> np.ndarray:
+    """A character drawn in dark ink on paper (Omniglot's files, a user's scans) as the character datasets hold
+    it: grayscale, ink bright on a dark background."""
+    return 255 - decode(path, size, 1).repeat(channels, 0)
 
 
 def split_from_files(files: dict[str, list[Path]], size: int, channels: int, name: str) -> FewShotSplit:
@@ -110,6 +117,12 @@ def load_folder(root=None, image_size: int = 84, channels: int = 3, name: str = 
 
     key = f"{root.resolve()}:{stamp(root.iterdir())}:{image_size}:{channels}:{sorted((csvs or {}).items())}"
     return cached(f"folder:{key}", build)
+
+
+register_dataset(DatasetInfo(
+    "folder", load_folder, native_size=84, channels=3, natural=True, location=None, decode=decode,
+    description="your images: --data-root PATH with train/ val/ test/ class folders, or class folders and "
+                "train.csv / val.csv / test.csv (filename,label); 3x84x84 by default"))
 
 
 def split_from_arrays(per_class: dict, size: int, name: str, source: Path) -> FewShotSplit:

@@ -19,9 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from egnn.data.base import FewShotSplit
+from egnn.data.images import decode_ink
+from egnn.data.registry import DatasetInfo, register_dataset
 from egnn.data.paths import atomic_save, cache_dir, data_root, stamp
 from egnn.errors import DataError
 
@@ -47,12 +48,6 @@ def _find_or_download(root: Path) -> Path:
             f"Omniglot not found at {folder}/{{{','.join(SUBSETS)}}} and the download failed "
             f"({type(exc).__name__}): put the omniglot-py folder there, or pass --data-root / set EGNN_DATA") from None
     return folder
-
-
-def _decode(path: str, size: int) -> np.ndarray:
-    with Image.open(path) as img:
-        img = img.convert("L").resize((size, size), Image.BILINEAR)
-    return 255 - np.asarray(img, dtype=np.uint8)  # ink bright on a dark background
 
 
 def _scan(folder: Path) -> dict[int, tuple[str, list[Path]]]:
@@ -93,8 +88,8 @@ def load_characters(root: str | Path | None = None, image_size: int = 28) -> tup
     ids = sorted(chars)
     paths = [str(p) for i in ids for p in chars[i][1]]
     with ProcessPoolExecutor(max_workers=2) as pool:
-        arrays = list(pool.map(_decode, paths, [image_size] * len(paths), chunksize=512))
-    images = torch.from_numpy(np.stack(arrays)).view(len(ids), 20, image_size, image_size)
+        arrays = list(pool.map(decode_ink, paths, [image_size] * len(paths), chunksize=512))
+    images = torch.from_numpy(np.concatenate(arrays)).view(len(ids), 20, image_size, image_size)
     names = [chars[i][0] for i in ids]
     atomic_save({"images": images, "names": names}, cache)
     return images, names
@@ -111,3 +106,9 @@ def load_omniglot(root: str | Path | None = None, image_size: int = 28) -> dict[
         class_names = [f"{names[c]}@rot{90 * k}" for c in chars for k in ROTATIONS]
         splits[split] = FewShotSplit(stacked.contiguous(), labels, class_names, name=f"omniglot/{split}")
     return splits
+
+
+register_dataset(DatasetInfo(
+    "omniglot", load_omniglot, native_size=28, channels=1, natural=False, location="omniglot-py", decode=decode_ink,
+    description="Omniglot, torchvision folder layout under <root>/omniglot-py; 4400/400/1692 classes "
+                "(1200/423 characters x 4 rotations), 1x28x28"))

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import torch
 
-# natural images get the reference code's random crop with padding and a horizontal flip; characters do not
-# (a flipped or shifted glyph is still fine, but Omniglot's classes already include rotations and the
-# published Omniglot numbers use no augmentation)
-NATURAL = {"mini-imagenet", "tiered-imagenet", "cifar-fs", "fc100", "folder"}
+from egnn.data.registry import dataset_info
+
 AUGMENTATIONS = ("auto", "none", "crop", "crop-flip")
 
 
@@ -30,9 +28,11 @@ def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor
 
 
 def resolve_augment(kind: str, dataset: str) -> str:
-    """``auto`` → ``crop-flip`` for natural-image datasets, ``none`` for glyphs and Omniglot."""
+    """``auto`` → ``crop-flip`` for natural-image datasets (the reference code's random crop with padding and a
+    horizontal flip), ``none`` for characters: Omniglot's classes already include rotations and the published
+    Omniglot numbers use no augmentation."""
     if kind == "auto":
-        return "crop-flip" if dataset in NATURAL else "none"
+        return "crop-flip" if dataset_info(dataset).natural else "none"
     return kind
 
 
@@ -40,7 +40,7 @@ def resolve_normalize(kind: str, dataset: str) -> bool:
     """``auto`` → standardise natural images; leave glyphs and Omniglot in ``[0, 1]``. On binary characters,
     standardising moves the background away from the convolutions' zero padding, which cost accuracy in our
     short glyph runs; the published Omniglot models feed raw ``[0, 1]`` pixels."""
-    return dataset in NATURAL if kind == "auto" else kind == "on"
+    return dataset_info(dataset).natural if kind == "auto" else kind == "on"
 
 
 def crop_padding(image_size: int) -> int:

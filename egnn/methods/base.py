@@ -99,6 +99,25 @@ class FewShotMethod(nn.Module):
             raise ValueError(f"Expected the same number of queries in every episode, got {q.tolist()}")
         return t[dense.query_mask].view(t.shape[0], int(q[0]), *t.shape[2:])
 
+    # -- what the trainer, the evaluation and egnn predict ask of a method -----------------------------------
+    def builds_own_edges(self, transductive: bool) -> bool:
+        """True where the method builds its own (sparse) edges: the batch then carries nodes only."""
+        return False
+
+    def graph_name(self, transductive: bool) -> str:
+        """The graph a mode runs on, recorded with every result: ``dense`` or e.g. ``knn20``."""
+        return "dense"
+
+    def graph_bytes(self, tasks: int, supports: int, queries: int, transductive: bool, training: bool) -> int:
+        """Bytes the graph computation needs for ``tasks`` episodes of ``supports`` + ``queries`` nodes; 0 where
+        it is small next to the images (prototypes, node classifiers). Checked before any work."""
+        return 0
+
+    def class_probabilities(self, logits: torch.Tensor, shots: torch.Tensor) -> torch.Tensor:
+        """``(..., way)`` probabilities from :attr:`MethodOutput.logits` for classes with ``shots (way,)`` labeled
+        supports each: a softmax, for methods trained with cross-entropy."""
+        return logits.float().softmax(-1)
+
     def forward(self, batch: Batch, transductive: bool = True) -> MethodOutput:
         raise NotImplementedError
 

@@ -10,6 +10,7 @@ from torch_geometric.utils import scatter
 
 from egnn.graph import DenseEpisodes, edge_init, knn_edges, nodes_per_episode
 from egnn.losses import edge_accuracy, edge_labeling_loss, layer_weights
+from egnn.memory import dense_graph_bytes
 from egnn.methods.base import FewShotMethod, MethodOutput
 from egnn.nn import EGNN
 from egnn.nn.utils import GRAPH_SLOPE, off_diagonal
@@ -126,6 +127,25 @@ class EGNNMethod(FewShotMethod):
             episode_metrics={"edge_acc": edge_acc},
             extras={"edges": edges, "edge_target": target, "loss_mask": mask, "edge_index": edge_index},
         )
+
+    def builds_own_edges(self, transductive: bool) -> bool:
+        return transductive and self.knn > 0
+
+    def graph_name(self, transductive: bool) -> str:
+        return f"knn{self.knn}" if self.builds_own_edges(transductive) else "dense"
+
+    def graph_bytes(self, tasks: int, supports: int, queries: int, transductive: bool, training: bool) -> int:
+        if self.builds_own_edges(transductive):
+            return 0  # sparse graphs grow with the edges, not with N^2
+        graphs, nodes = (tasks, supports + queries) if transductive else (tasks * queries, supports + 1)
+        return dense_graph_bytes(graphs, nodes, len(self.gnn.edge_updates), self.gnn.edge_features, training)
+
+    def class_probabilities(self, logits: torch.Tensor, shots: torch.Tensor) -> torch.Tensor:
+        """The vote normalised: each class's mean similarity to its labeled supports, over the sum of these.
+        With equal shots this is the vote divided by its total; with uneven shots the mean keeps a class with
+        more examples from winning by count alone."""
+        mean = logits.float() / shots.to(logits.device).clamp_min(1)
+        return mean / mean.sum(-1, keepdim=True).clamp_min(1e-12)
 
     def loss(self, out: MethodOutput) -> torch.Tensor:
         return edge_labeling_loss(out.extras["edges"][..., 0], out.extras["edge_target"],

@@ -26,6 +26,7 @@ class EGNN(nn.Module):
     def __init__(self, in_features: int = 128, node_features: int = 96, edge_features: int = 96,
                  num_layers: int = 3, dropout: float = 0.0, slope: float = GRAPH_SLOPE) -> None:
         super().__init__()
+        self.edge_features = edge_features
         self.node_updates = nn.ModuleList()
         self.edge_updates = nn.ModuleList()
         for layer in range(num_layers):

@@ -1,0 +1,285 @@
+"""Label a folder of new images from a few labeled examples per class: the Python API behind ``egnn predict``.
+
+The user's folders become one episode: ``support/<class>/<image>`` are the labeled supports (any number per
+class), every image under ``query/`` is a query. Images are read the way the checkpoint's dataset reads its
+own files (size, channels, ink polarity; the normalisation is in the checkpoint), then the trained method
+scores the queries exactly as ``egnn eval`` does, in one of three modes:
+
+* transductive, dense: all supports and queries as one fully connected graph (small query sets);
+* transductive, sparse (``knn > 0``): the same graph with each node's k nearest nodes and k nearest supports,
+  in memory that grows with the images, not with their square (thousands of queries);
+* non-transductive: each query alone with the supports, in chunks of queries.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import time
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch_geometric.data import Batch
+
+from egnn.data.images import IMAGE_SUFFIXES
+from egnn.data.paths import atomic_save
+from egnn.data.registry import dataset_info
+from egnn.devices import describe, resolve_device
+from egnn.errors import DataError, UserError
+from egnn.graph import support_query_graph
+from egnn.memory import check_bytes
+
+
+@dataclass
+class Predictions:
+    """Query labels with their confidence.
+
+    Attributes:
+        classes: class names, the support folder's subfolders in sorted order.
+        supports: ``class -> its support image paths``.
+        queries: query image paths, sorted.
+        probabilities: ``(Q, way)`` the method's class probabilities of every query (for EGNN, its vote
+            normalised).
+        mode: ``transductive``, ``transductive (knn20 graph)`` or ``non-transductive``.
+    """
+
+    classes: list[str]
+    supports: dict[str, list[Path]]
+    queries: list[Path]
+    probabilities: torch.Tensor
+    mode: str
+    checkpoint: str
+    device: str
+    seconds: float
+
+    @property
+    def labels(self) -> torch.Tensor:
+        """``(Q,)`` predicted class index of every query."""
+        return self.probabilities.argmax(-1)
+
+    def ranked(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(Q, 2)`` the two best probabilities and their class indices."""
+        return self.probabilities.topk(min(2, len(self.classes)), -1)
+
+    def rows(self) -> list[dict[str, object]]:
+        (top, idx) = self.ranked()
+        return [{"path": str(path), "predicted": self.classes[int(i[0])], "confidence": round(float(p[0]), 6),
+                 "runner_up": self.classes[int(i[1])], "runner_up_confidence": round(float(p[1]), 6)}
+                for path, p, i in zip(self.queries, top, idx)]
+
+    def write_csv(self, path: str | Path) -> None:
+        """One row per query (path, predicted, confidence, runner_up, runner_up_confidence), written atomically:
+        an interrupted run leaves no partial file."""
+        text = io.StringIO()
+        writer = csv.DictWriter(text, ["path", "predicted", "confidence", "runner_up", "runner_up_confidence"],
+                                lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self.rows())
+        atomic_save(text.getvalue(), path, write=lambda s, f: Path(f).write_text(s))
+
+    def __str__(self) -> str:
+        shots = sorted({len(v) for v in self.supports.values()})
+        shot = f"{shots[0]}" if len(shots) == 1 else f"{shots[0]}-{shots[-1]}"
+        conf = self.ranked()[0][:, 0]
+        return (f"labeled {len(self.queries)} images into {len(self.classes)} classes ({shot} supports each), "
+                f"{self.mode}, with {self.checkpoint} on {self.device} in {self.seconds:.1f} s: median confidence "
+                f"{float(conf.median()):.3f}, lowest {float(conf.min()):.3f}")
+
+
+def support_files(folder: str | Path) -> dict[str, list[Path]]:
+    """``class -> image files`` of a support folder with one subfolder per class."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"support folder {folder} not found: pass --support DIR with one subfolder of images per class")
+    classes = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise DataError(f"support folder {folder} has no class subfolders: put each class's example images in "
+                        f"{folder}/<class name>/")
+    files = {c.name: _images_in(c) for c in classes}
+    empty = [name for name, paths in files.items() if not paths]
+    if empty:
+        raise DataError(f"class folder {folder / empty[0]} holds no image ({', '.join(sorted(IMAGE_SUFFIXES))}): "
+                        f"add at least one example or remove the folder")
+    if len(files) < 2:
+        raise DataError(f"support folder {folder} has one class ({classes[0].name}): a few-shot model tells classes "
+                        f"apart, give it at least two")
+    return files
+
+
+def query_files(folder: str | Path) -> list[Path]:
+    """Every image under ``folder``, subfolders included, sorted."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"query folder {folder} not found: pass --query DIR holding the images to label")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    if not files:
+        raise DataError(f"query folder {folder} holds no image ({', '.join(sorted(IMAGE_SUFFIXES))}): put the images "
+                        f"to label there")
+    return files
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+                  and not p.name.startswith("."))
+
+
+def read_images(paths: list[Path], decode, size: int, channels: int, progress=None, workers: int = 2) -> torch.Tensor:
+    """``(len(paths), channels, size, size)`` uint8, decoded with ``workers`` processes; an unreadable file is a
+    :class:`DataError` naming it. ``progress(done)`` is called after every chunk."""
+    chunks = [paths[i:i + 256] for i in range(0, len(paths), 256)]
+    out: list[np.ndarray] = []
+    pool = ProcessPoolExecutor(max_workers=workers) if len(paths) > 256 and workers > 1 else None
+    try:
+        for chunk in chunks:
+            args = ([str(p) for p in chunk], [size] * len(chunk), [channels] * len(chunk))
+            out.extend(pool.map(decode, *args, chunksize=32) if pool else map(decode, *args))
+            if progress is not None:
+                progress(len(chunk))
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    return torch.from_numpy(np.stack(out))
+
+
+def predict(checkpoint: str | Path, support: str | Path, query: str | Path, *, transductive: bool | None = None,
+            knn: int | None = None, query_batch: int = 256, device: str = "auto", progress: bool = False) -> Predictions:
+    """Label the images under ``query`` with the classes of ``support`` using a trained checkpoint.
+
+    Args:
+        transductive: score all queries together (default: the mode the checkpoint was trained in).
+        knn: transductive on sparse k-nearest-neighbour graphs (default: the checkpoint's; 0 for dense).
+        query_batch: queries per forward pass in the non-transductive mode (each query is its own graph, so
+            the result does not depend on it).
+    """
+    from egnn.config import make_config
+    from egnn.trainer import load_trained_with_inputs
+
+    start = time.perf_counter()
+    device = resolve_device(device)
+    method, cfg, (channels, size) = load_trained_with_inputs(checkpoint, device)
+    transductive = cfg.transductive if transductive is None else transductive
+    if knn is not None:
+        if not hasattr(method, "knn"):
+            raise UserError(f"--knn needs an EGNN checkpoint; {checkpoint} holds a {cfg.model} model")
+        method.knn = make_config(knn=knn).knn
+    if query_batch < 1:
+        raise UserError(f"--query-batch must be at least 1, got {query_batch}")
+    supports, queries = support_files(support), query_files(query)
+    classes = list(supports)
+    shots = torch.tensor([len(supports[c]) for c in classes])
+    support_paths = [p for c in classes for p in supports[c]]
+    s, q = len(support_paths), len(queries)
+    if transductive:
+        check_bytes(method.graph_bytes(1, s, q, transductive=True, training=False),
+                    f"{s + q} images as one dense transductive graph", "use the sparse mode with --knn 20, or "
+                    "--no-transductive", device)
+    else:
+        check_bytes(method.graph_bytes(1, s, min(q, query_batch), transductive=False, training=False),
+                    f"{min(q, query_batch)} queries at a time with {s} supports", "lower --query-batch", device)
+
+    info = dataset_info(cfg.dataset)
+    bar = _bar(progress, s + q)
+    with bar:
+        task = bar.add_task("reading images", total=s + q) if progress else None
+        advance = (lambda n: bar.advance(task, n)) if progress else None
+        images = read_images(support_paths + queries, info.decode, size, channels, advance)
+        y = torch.cat([torch.arange(len(classes)).repeat_interleave(shots), torch.full((q,), -1)])
+        labeled = torch.arange(s + q) < s
+        with torch.inference_mode():
+            if transductive:
+                graph = support_query_graph(images, y, s, labeled, len(classes),
+                                            full_edges=not method.builds_own_edges(True))
+                logits = method(Batch.from_data_list([graph]).to(device), transductive=True).logits[0]
+            else:
+                parts = []
+                for first in range(0, q, query_batch):
+                    rows = torch.cat([torch.arange(s), torch.arange(s + first, min(s + first + query_batch, s + q))])
+                    graph = support_query_graph(images[rows], y[rows], s, labeled[rows], len(classes))
+                    parts.append(method(Batch.from_data_list([graph]).to(device), transductive=False).logits[0])
+                logits = torch.cat(parts)
+        probabilities = method.class_probabilities(logits, shots).cpu()  # (Q, way)
+    mode = ("transductive" + (f" ({method.graph_name(True)} graph)" if method.builds_own_edges(True) else "")
+            if transductive else "non-transductive")
+    return Predictions(classes, supports, queries, probabilities, mode, str(checkpoint), describe(device),
+                       time.perf_counter() - start)
+
+
+def _bar(enabled: bool, total: int):
+    if not enabled:
+        return nullcontext()
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    transient=True)
+
+
+def contact_sheet(predictions: Predictions, path: str | Path, flag_fraction: float = 0.1, tile: int = 64,
+                  columns: int = 16, per_class: int = 48) -> dict[str, object]:
+    """A PNG to check the labels before trusting them: per class, its supports (blue frames), then the queries
+    predicted as that class from most to least confident, each with its confidence; the least confident
+    ``flag_fraction`` of all queries are framed red. A class with more than ``per_class`` queries shows its
+    most and least confident halves. Returns what was drawn (classes, flagged query paths, threshold)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    conf, labels = predictions.ranked()[0][:, 0], predictions.labels
+    q = len(predictions.queries)
+    flagged_count = min(q, max(1, round(flag_fraction * q))) if flag_fraction > 0 else 0
+    order = conf.argsort()
+    flagged = set(order[:flagged_count].tolist())
+    threshold = float(conf[order[flagged_count - 1]]) if flagged_count else float("nan")
+    font = ImageFont.load_default()
+    pad, text_h, label_h = 4, 12, 18
+    cell_w, cell_h = tile + pad, tile + pad + text_h
+
+    def thumb(p: Path) -> Image.Image:
+        with Image.open(p) as img:
+            img = img.convert("RGB")
+            img.thumbnail((tile - 4, tile - 4))
+            return img.copy()
+
+    blocks = []  # (class name, supports, [(query index or None for a gap)])
+    for c, name in enumerate(predictions.classes):
+        mine = (labels == c).nonzero().flatten()
+        mine = mine[conf[mine].argsort(descending=True)].tolist()
+        shown: list[int | None] = mine
+        if len(mine) > per_class:
+            shown = mine[:per_class // 2] + [None] + mine[-(per_class // 2):]
+        blocks.append((name, predictions.supports[name], shown, len(mine)))
+    rows = [(1 + (len(sup) + 1 + len(shown) - 1) // columns) for _, sup, shown, _ in blocks]
+    width = columns * cell_w + 2 * pad
+    height = label_h + sum(label_h + r * cell_h for r in rows) + 2 * pad
+    sheet = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(sheet)
+    draw.text((pad, pad), f"{q} queries, {len(predictions.classes)} classes; blue: supports; red: the "
+              f"{flagged_count} least confident (confidence <= {threshold:.3f})", fill="black", font=font)
+    y0 = label_h + pad
+    for (name, sup, shown, total), r in zip(blocks, rows):
+        draw.text((pad, y0 + 3), f"{name}: {len(sup)} supports, {total} predicted", fill="black", font=font)
+        y0 += label_h
+        cells: list[tuple[str, object]] = [("support", p) for p in sup] + [("gap", None)] + \
+                                          [("query", i) if i is not None else ("more", total - len(shown) + 1)
+                                           for i in shown]
+        for k, (kind, item) in enumerate(cells):
+            x, y = pad + (k % columns) * cell_w, y0 + (k // columns) * cell_h
+            if kind == "gap":
+                continue
+            if kind == "more":
+                draw.text((x + 4, y + tile // 2 - 6), f"... {item} more", fill="gray", font=font)
+                continue
+            image = thumb(item if kind == "support" else predictions.queries[item])
+            colour = "royalblue" if kind == "support" else ("red" if item in flagged else "lightgray")
+            draw.rectangle([x, y, x + tile - 1, y + tile - 1], outline=colour, width=3 if colour != "lightgray" else 1)
+            sheet.paste(image, (x + (tile - image.width) // 2, y + (tile - image.height) // 2))
+            if kind == "query":
+                draw.text((x + 2, y + tile + 1), f"{float(conf[item]):.2f}", fill=colour if colour == "red" else "black",
+                          font=font)
+        y0 += r * cell_h
+    # a few dozen colours (ink, paper, frames) suffice: a palette PNG is a fraction of the RGB one's size
+    atomic_save(sheet.quantize(64), path, write=lambda img, f: img.save(f, format="PNG", optimize=True))
+    return {"classes": len(predictions.classes), "queries": q, "flagged": [str(predictions.queries[i]) for i in
+                                                                           sorted(flagged)],
+            "flag_threshold": threshold}
