@@ -21,6 +21,8 @@ class NodeLabelingGNN(FewShotMethod):
     the node features. The last layer predicts the query labels, trained with cross-entropy.
     """
 
+    varied_queries = True
+
     def __init__(self, backbone: nn.Module, num_layers: int = 3, hidden: int = 96, max_way: int = 5) -> None:
         super().__init__(backbone)
         # width of the label block, the training way as in the paper: wider blocks train markedly slower

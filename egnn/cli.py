@@ -114,6 +114,9 @@ def train(
     lr: Optional[float] = typer.Option(None, help="Adam learning rate."),
     val_every: Optional[int] = typer.Option(None, help="Validate and checkpoint every N iterations."),
     val_episodes: Optional[int] = typer.Option(None, help="Validation episodes."),
+    patience: Optional[int] = typer.Option(None, help="Stop after N validations without a new best (0: off)."),
+    max_minutes: Optional[float] = typer.Option(None, help="Stop at the first validation after this many minutes "
+                                                "of training, summed over resumes (0: off)."),
     test_episodes: Optional[int] = typer.Option(None, help="Test episodes."),
     test_queries: Optional[str] = typer.Option(None, help="Queries per class to test with, e.g. 1,15."),
     out: Optional[str] = typer.Option(None, help="Run directory."),

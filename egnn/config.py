@@ -65,6 +65,8 @@ class Config:
     lr: float = 1e-3
     weight_decay: float = 1e-6
     lr_halve_every: int = 15000
+    patience: int = 0  # stop after this many validations without a new best (0: train all iterations)
+    max_minutes: float = 0.0  # stop at the first validation after this much training time, summed over resumes (0: off)
     # validation, test and bookkeeping
     val_every: int = 50
     val_episodes: int = 200
@@ -107,6 +109,9 @@ class Config:
                               "or of an MTL meta-transfer run (egnn train --model mtl --backbone-checkpoint ...)")
         if self.inner_steps < 0 or self.inner_lr <= 0:
             raise ConfigError(f"inner-steps must be >= 0 and inner-lr > 0, got {self.inner_steps} and {self.inner_lr}")
+        if self.patience < 0 or self.max_minutes < 0:
+            raise ConfigError(f"patience and max-minutes must be 0 (off) or positive, got {self.patience} and "
+                              f"{self.max_minutes}")
         if self.knn < 0:
             raise ConfigError(f"knn must be 0 (dense graphs) or at least 1, got {self.knn}")
         if self.lr <= 0 or self.weight_decay < 0 or not (self.dropout == -1 or 0 <= self.dropout < 1):
@@ -132,7 +137,9 @@ class Config:
         """Range of queries per class in training batches, ``query_max`` resolved; ``available`` (images of the
         smallest training class minus the shot) caps the automatic range to what every class can serve."""
         if self.query_max == -1:
-            robust = self.transductive and self.model in ("egnn", "gnn")
+            from egnn.methods import method_class
+
+            robust = self.transductive and method_class(self.model).varied_queries
             cap = AUTO_QUERY_MAX if available is None else min(AUTO_QUERY_MAX, available)
             return self.query, max(self.query, cap) if robust else self.query
         return self.query, max(self.query, self.query_max)

@@ -110,10 +110,6 @@ def globalize_batchnorm(module: nn.Module) -> nn.Module:
             setattr(module, name, new)
         else:
             globalize_batchnorm(child)
-    # the edge update's mirrored-pair trick normalises with local weighted statistics: use all ordered pairs
-    for m in module.modules():
-        if hasattr(m, "symmetric"):
-            m.symmetric = False
     return module
 
 

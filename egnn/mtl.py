@@ -73,3 +73,13 @@ class HardTaskSampler:
             pool = torch.cat([pool, extra[torch.randperm(extra.numel(), generator=gen)[:base.way - pool.numel()]]])
         classes = pool[torch.randperm(base.way, generator=gen)]  # random order = random labels
         return base.episode_of(classes, gen)
+
+
+def hard_task_batch(out, episodes: list[Episode], sampler: EpisodeSampler, first: int) -> list[Episode]:
+    """MTL's HT meta-batch, the follow-up the trainer runs after a meta-batch when ``--hard-tasks`` is on: as many
+    new tasks, each from the classes the tasks of ``episodes`` failed most (``out`` is their method output);
+    task ``t`` is a pure function of ``(seed, first + t, pool)``, so resumed runs redraw the same tasks."""
+    pool = failure_classes(out.logits.detach(), out.query_labels, torch.stack([e.classes for e in episodes]))
+    hard = HardTaskSampler(sampler)
+    pool = pool.cpu()  # one transfer per meta-batch: episodes are drawn on the CPU
+    return [hard.episode(first + t, pool) for t in range(len(episodes))]

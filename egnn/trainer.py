@@ -23,7 +23,7 @@ from egnn.config import Config, make_config
 from egnn.data import FewShotSplit, load_dataset
 from egnn.data.transforms import augment, resolve_augment, resolve_normalize
 from egnn.devices import describe, resolve_device, set_deterministic
-from egnn.distributed import average, barrier, globalize_batchnorm, init_from_env
+from egnn.distributed import average, barrier, init_from_env
 from egnn.episodes import EpisodeSampler
 from egnn.errors import CheckpointError, ConfigError, UserError
 from egnn.graph import collate
@@ -226,10 +226,15 @@ class Trainer:
             if cfg.tasks_per_batch % self.world:
                 raise ConfigError(f"tasks-per-batch={cfg.tasks_per_batch} does not split evenly over {self.world} "
                                   f"processes: use a multiple of {self.world}")
-            globalize_batchnorm(self.method)
+            self.method.prepare_data_parallel()
             self.model = torch.nn.parallel.DistributedDataParallel(
                 self.method, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.augment = resolve_augment(cfg.augment, cfg.dataset)
+        self.follow_up = None  # a second meta-batch per iteration, built from the first one's output
+        if cfg.hard_tasks:
+            from egnn.mtl import hard_task_batch
+
+            self.follow_up = hard_task_batch
         trainable = [p for p in self.method.parameters() if p.requires_grad]  # a frozen backbone stays frozen
         self.optimizer = torch.optim.Adam(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, cfg.lr_halve_every, gamma=0.5)
@@ -303,13 +308,8 @@ class Trainer:
         first = self.iteration * cfg.tasks_per_batch + self.rank * local
         episodes = sampler.batch(first, local)
         loss, acc, out = self.update(episodes)
-        if cfg.hard_tasks:  # MTL's HT meta-batch: new tasks from the classes each task failed most
-            from egnn.mtl import HardTaskSampler, failure_classes
-
-            pool = failure_classes(out.logits.detach(), out.query_labels,
-                                   torch.stack([e.classes for e in episodes])).cpu()  # episodes are drawn on the CPU
-            hard = HardTaskSampler(sampler)
-            self.update([hard.episode(first + t, pool) for t in range(local)])
+        if self.follow_up is not None:  # e.g. MTL's hard-task meta-batch, drawn from this one's failures
+            self.update(self.follow_up(out, episodes, sampler, first))
         self.scheduler.step()
         self.iteration += 1
         return average(loss), average(acc)
@@ -357,19 +357,33 @@ class Trainer:
         bar = _progress(progress and not lines)
         with bar:
             task = bar.add_task("train", total=cfg.iterations, completed=self.iteration, loss=math.nan, acc=math.nan,
-                                val=self.best_val) if progress and not lines else None
-            while self.iteration < cfg.iterations:
+                                val=_shown(self.best_val)) if progress and not lines else None
+            while self.stop_reason() is None:
                 loss, acc = self.step()
                 losses.append(loss)
                 accs.append(acc)
-                last = self.iteration == cfg.iterations
-                if self.iteration % cfg.val_every == 0 or last:
+                if self.iteration % cfg.val_every == 0 or self.iteration == cfg.iterations:
                     record = self.end_period(losses, accs, time.perf_counter() - tick)
                     if lines:
                         print(json.dumps(record), file=sys.stderr, flush=True)
                     losses, accs, tick = [], [], time.perf_counter()
                 if task is not None:
-                    bar.update(task, completed=self.iteration, loss=loss, acc=acc, val=self.best_val)
+                    bar.update(task, completed=self.iteration, loss=loss, acc=acc, val=_shown(self.best_val))
+
+    def stop_reason(self) -> str | None:
+        """Why training is over, or None: ``iterations`` done, ``patience`` validations without a new best, or the
+        ``max-minutes`` budget spent. A pure function of the checkpointed state, so a resumed run that had
+        stopped stays stopped."""
+        cfg = self.cfg
+        if self.iteration >= cfg.iterations:
+            return "iterations"
+        if self.iteration % cfg.val_every:  # the other two are decided at validations only
+            return None
+        if cfg.patience and self.iteration - self.best_iteration >= cfg.patience * cfg.val_every:
+            return "patience"
+        if cfg.max_minutes and self.train_seconds >= 60 * cfg.max_minutes:
+            return "max-minutes"
+        return None
 
     def end_period(self, losses: list[float], accs: list[float], seconds: float) -> dict[str, Any]:
         """Validate, keep the best model, log, then checkpoint: the log line is written before ``last.pt``,
@@ -407,7 +421,8 @@ class Trainer:
         results = [evaluate_config(self.method, self.splits["test"], cfg, cfg.test_episodes, q, self.device)
                    for q in (queries or [cfg.eval_query])]
         summary = {**(provenance or {}), "device": describe(self.device), "config": cfg.to_dict(),
-                   "best_iteration": self.best_iteration,
+                   "best_iteration": self.best_iteration, "iterations_trained": self.iteration,
+                   "stopped": self.stop_reason(),
                    "best_val_acc": self.best_val, "train_seconds": self.train_seconds,
                    "test": [r.to_dict() for r in results]}
         (self.out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -455,11 +470,16 @@ def load_trained_with_inputs(checkpoint: str | Path, device: str = "cpu") -> tup
     return method.to(resolve_device(device)).eval(), cfg, inputs
 
 
+def _shown(best_val: float) -> str:
+    """The progress bar's best validation accuracy: '-' until the first validation (it starts at -1)."""
+    return "-" if best_val < 0 else f"{best_val:.3f}"
+
+
 def _progress(enabled: bool):
     if not enabled:
         return nullcontext()
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("loss {task.fields[loss]:.4f}  acc {task.fields[acc]:.3f}  best val {task.fields[val]:.3f}"),
+                    TextColumn("loss {task.fields[loss]:.4f}  acc {task.fields[acc]:.3f}  best val {task.fields[val]}"),
                     TimeRemainingColumn(), transient=False)

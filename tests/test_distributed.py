@@ -6,7 +6,6 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from egnn.backbones import create_backbone
-from egnn.distributed import globalize_batchnorm
 from egnn.graph import collate
 from egnn.methods.egnn import EGNNMethod
 from tests.conftest import make_episode
@@ -36,7 +35,8 @@ def gradients(method, episodes, dtype=torch.float32):
 
 def _rank(rank, world, store, out, norm="batch", dtype=torch.float32):
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
-    method = globalize_batchnorm(build(norm, dtype))
+    method = build(norm, dtype)
+    method.prepare_data_parallel()  # what the trainer does under torchrun
     ddp = torch.nn.parallel.DistributedDataParallel(method)
     share = len(EPISODES) // world
     batch = episodes_batch(EPISODES[rank * share:(rank + 1) * share], dtype)
@@ -67,7 +67,8 @@ def test_two_processes_match_one_process_on_the_whole_batch(tmp_path, norm):
 
 def _rank_autocast(rank, world, store, out):
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
-    method = globalize_batchnorm(build("slot"))
+    method = build("slot")
+    method.prepare_data_parallel()
     share = len(EPISODES) // world
     batch = collate([make_episode(**e) for e in EPISODES[rank * share:(rank + 1) * share]])
     with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -229,3 +229,21 @@ def test_a_run_directory_is_trained_by_one_process_at_a_time(tmp_path):
             Trainer(tiny_config(tmp_path, iterations=3, val_every=3), SPLITS).fit(progress=False)
     trainer = fit(tiny_config(tmp_path, iterations=3, val_every=3))  # free again
     assert trainer.iteration == 3
+
+
+def test_patience_and_time_budget_stop_at_a_validation_and_stay_stopped(tmp_path, monkeypatch):
+    """``patience``: validations without a new best; validation accuracy is scripted here (0.5 then flat), so
+    the run must stop at the second validation after its best. ``max_minutes``: the summed training time."""
+    scores = iter([0.5, 0.5, 0.4, 0.9, 0.9])
+    monkeypatch.setattr(Trainer, "validate", lambda self: next(scores))
+    trainer = fit(tiny_config(tmp_path / "p", iterations=30, val_every=2, patience=2))
+    assert (trainer.iteration, trainer.best_iteration, trainer.stop_reason()) == (6, 2, "patience")
+    again = fit(tiny_config(tmp_path / "p", iterations=30, val_every=2, patience=2), resume=True)
+    assert again.iteration == 6  # resuming a stopped run trains nothing more
+    logged = [json.loads(x)["iteration"] for x in (tmp_path / "p" / "metrics.jsonl").read_text().splitlines()]
+    assert logged == [2, 4, 6]
+    monkeypatch.setattr(Trainer, "validate", lambda self: 0.5)
+    timed = fit(tiny_config(tmp_path / "t", iterations=30, val_every=2, max_minutes=1e-9))
+    assert (timed.iteration, timed.stop_reason()) == (2, "max-minutes")
+    more = fit(tiny_config(tmp_path / "t", iterations=30, val_every=2, max_minutes=60), resume=True)  # a bigger budget
+    assert (more.iteration, more.stop_reason()) == (30, "iterations")

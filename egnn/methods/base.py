@@ -36,6 +36,10 @@ class FewShotMethod(nn.Module):
     other; ``False`` predicts every query from the supports and itself only.
     """
 
+    #: transductive training with a random number of queries per class per batch (``--query-max -1``, auto) makes
+    #: the method robust to the query count at test time: true of graph methods whose queries see each other
+    varied_queries: bool = False
+
     def __init__(self, backbone: nn.Module) -> None:
         super().__init__()
         self.backbone = backbone
@@ -112,6 +116,12 @@ class FewShotMethod(nn.Module):
         """Bytes the graph computation needs for ``tasks`` episodes of ``supports`` + ``queries`` nodes; 0 where
         it is small next to the images (prototypes, node classifiers). Checked before any work."""
         return 0
+
+    def prepare_data_parallel(self) -> None:
+        """Make the method compute the same under torchrun as on one process: BatchNorm statistics over all ranks."""
+        from egnn.distributed import globalize_batchnorm
+
+        globalize_batchnorm(self)
 
     def class_probabilities(self, logits: torch.Tensor, shots: torch.Tensor) -> torch.Tensor:
         """``(..., way)`` probabilities from :attr:`MethodOutput.logits` for classes with ``shots (way,)`` labeled

@@ -128,6 +128,13 @@ class EGNNMethod(FewShotMethod):
             extras={"edges": edges, "edge_target": target, "loss_mask": mask, "edge_index": edge_index},
         )
 
+    varied_queries = True
+
+    def prepare_data_parallel(self) -> None:
+        super().prepare_data_parallel()
+        for update in self.gnn.edge_updates:  # the mirrored-pair trick normalises with local weighted statistics
+            update.symmetric = False
+
     def builds_own_edges(self, transductive: bool) -> bool:
         return transductive and self.knn > 0
 
