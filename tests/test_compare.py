@@ -1,7 +1,12 @@
 import json
 
 import pytest
+import torch
 import yaml
+
+from egnn.data import load_dataset
+from egnn.losses import mean_ci95
+from egnn.trainer import evaluate, load_trained
 
 from tests.test_cli import assert_user_error, egnn
 
@@ -22,9 +27,15 @@ def test_compare_trains_and_evaluates_all_models_on_identical_episodes(tmp_path)
     summary = json.loads((tmp_path / "cmp.json").read_text())
     rows = summary["models"]
     assert set(rows) == {"egnn", "gnn", "protonet"}
-    for name in ("gnn", "protonet"):  # paired over the same episodes: the mean difference is the difference of means
-        assert rows[name]["paired_difference_egnn_minus_this"] == pytest.approx(
-            rows["egnn"]["accuracy"] - rows[name]["accuracy"], abs=1e-6)
+    # paired over identical episodes: re-evaluating each trained model on the 20 fixed episodes, the per-episode
+    # differences give the reported mean and CI (a comparison on different episodes would not)
+    split = load_dataset("glyphs")["test"]
+    per = {n: torch.tensor(evaluate(load_trained(tmp_path / n / "best.pt")[0], split, way=3, shot=1, query=2,
+                                    episodes=20, transductive=True, batch_size=10).per_episode) for n in rows}
+    for name in ("gnn", "protonet"):
+        mean, ci = mean_ci95(per["egnn"] - per[name])
+        assert rows[name]["paired_difference_egnn_minus_this"] == pytest.approx(mean, abs=1e-6)
+        assert rows[name]["paired_difference_ci95"] == pytest.approx(ci, abs=1e-6)
     assert summary["protocol"]["episodes"] == 20 and summary["command"].startswith("egnn compare")
     assert (tmp_path / "cmp.png").stat().st_size > 0 and "| egnn |" in (tmp_path / "cmp.md").read_text()
 

@@ -29,13 +29,35 @@ def test_layers_are_equivariant_to_node_permutation(train_mode):
     assert torch.allclose(net(*permute(v, e, mask, p)), net(v, e, mask)[:, :, p][:, :, :, p], atol=1e-5)
 
 
-def test_edge_update_output_is_a_distribution_with_self_loops_similar():
-    torch.manual_seed(0)
-    v, e, mask = random_graph()
-    out = EdgeUpdate(8, 6).eval()(v, e, mask)
-    assert torch.allclose(out.sum(-1), torch.ones(out.shape[:-1]))
-    diag = out.diagonal(dim1=1, dim2=2)  # (B, 2, N)
-    assert (diag[:, 0] > 0.99).all()
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_edge_update_follows_its_equations_computed_by_hand(symmetric):
+    """Eqs. 4-5 element by element, with the similarity network replaced by s_ij = sigmoid(-|v_i - v_j|): each
+    channel reweighted by s (or 1 - s) and rescaled to keep its row's mass, self-loops [1, 0], then normalised."""
+    import math
+
+    layer = EdgeUpdate(1, 1).eval()
+    layer.symmetric = symmetric
+    layer.similarity = torch.nn.Linear(1, 1)
+    with torch.no_grad():
+        layer.similarity.weight.fill_(-1.0)
+        layer.similarity.bias.zero_()
+    v = torch.tensor([[[0.0], [1.0], [3.0]]])
+    e = torch.tensor([[[[1, 0], [3, 1], [1, 3]], [[1, 1], [2, 5], [4, 1]], [[2, 2], [1, 2], [5, 5]]]], dtype=torch.float)
+    out = layer(v, e, torch.ones(1, 3, dtype=torch.bool))[0]
+    s = [[1 / (1 + math.exp(abs(v[0, i, 0] - v[0, j, 0]))) for j in range(3)] for i in range(3)]
+    for i in range(3):
+        others = [k for k in range(3) if k != i]
+        for j in range(3):
+            if i == j:
+                bar = [1.0, 0.0]
+            else:
+                bar = []
+                for c, weight in ((0, lambda k: s[i][k]), (1, lambda k: 1 - s[i][k])):
+                    norm = sum(weight(k) * e[0, i, k, c] for k in others)
+                    bar.append(float(weight(j) * e[0, i, j, c] / norm * sum(e[0, i, k, c] for k in others)))
+            total = sum(b + layer.eps for b in bar)
+            want = torch.tensor([(b + layer.eps) / total for b in bar])
+            assert torch.allclose(out[i, j], want, atol=1e-6), (i, j, out[i, j], want)
 
 
 def test_node_update_ignores_self_loops_and_uses_row_normalised_channels():

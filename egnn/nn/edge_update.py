@@ -68,7 +68,7 @@ class EdgeUpdate(nn.Module):
         return e * pair_mask[..., None]  # padding stays zero
 
     def pair_similarity(self, v: torch.Tensor, node_mask: torch.Tensor) -> torch.Tensor:
-        """:math:`\sigma(f_e(|v_i - v_j|))` for all ordered pairs ``(B, N, N, 1)``, computed once per unordered pair."""
+        r""":math:`\sigma(f_e(|v_i - v_j|))` for all ordered pairs ``(B, N, N, 1)``, computed once per unordered pair."""
         b, n, _ = v.shape
         iu, ju = torch.triu_indices(n, n, 1, device=v.device)  # (P,) each, i < j
         valid = node_mask[:, iu] & node_mask[:, ju]  # (B, P)
