@@ -7,8 +7,8 @@ protocol: the README's "Label your own images" numbers.
         --sheet docs/predict_contact_sheet.png
 
 Each arrangement draws ``--classes`` of the 423 test characters (ids 1201-1623, never seen in training) with its
-own seed and copies their original 105x105 PNGs: the first ``--shot`` drawings of each to ``support/<character>/``,
-the other ``20 - shot`` to ``query/<character>/``. The real CLI labels ``query/``; a prediction is right when it
+own seed and copies their original 105x105 PNGs: ``--shot`` drawings of each, by drawers drawn with the same seed,
+to ``support/<character>/``, the other ``20 - shot`` to ``query/<character>/``. The real CLI labels ``query/``; a prediction is right when it
 names the query's folder. ``egnn eval`` then tests the same checkpoint on fixed episodes of the same shape
 (``--classes``-way ``--shot``-shot, ``20 - shot`` queries per class; there the classes also include rotations).
 """
@@ -36,10 +36,11 @@ def test_characters(data_root: Path) -> list[Path]:
     return [c for c in chars if int(next(c.glob("*.png")).name[:4]) > 1200]
 
 
-def lay_out(chars: list[Path], shot: int, out: Path) -> tuple[Path, Path]:
+def lay_out(chars: list[Path], shot: int, out: Path, rng: random.Random) -> tuple[Path, Path]:
     shutil.rmtree(out, ignore_errors=True)
     for char in chars:
         files, name = sorted(char.glob("*.png")), f"{char.parent.name}_{char.name}"
+        rng.shuffle(files)  # the supports: any of the 20 drawers, as in evaluation episodes
         for sub, chosen in (("support", files[:shot]), ("query", files[shot:])):
             (out / sub / name).mkdir(parents=True, exist_ok=True)
             for f in chosen:
@@ -53,6 +54,21 @@ def egnn(*args: str) -> tuple[str, float]:
     if proc.returncode:
         sys.exit(proc.stderr.strip())
     return proc.stdout.strip(), time.perf_counter() - start
+
+
+def upright_eval(args, query: int):
+    """``egnn eval``'s protocol through the Python API on the test classes at rotation 0 only: the user folders'
+    characters are all upright, while evaluation episodes mix the four rotations, which differ in stroke
+    orientation and are easier to tell apart."""
+    from egnn.data import FewShotSplit, load_dataset
+    from egnn.trainer import evaluate, load_trained
+
+    split = load_dataset("omniglot", args.data_root)["test"]
+    keep = split.labels % 4 == 0  # classes are (character, rotation), rotations 0, 90, 180, 270 in turn
+    upright = FewShotSplit(split.images[keep], split.labels[keep] // 4, split.class_names[::4], name="omniglot/test-upright")
+    method, _ = load_trained(args.checkpoint, args.device)
+    return evaluate(method, upright, way=args.classes, shot=args.shot, query=query, episodes=args.eval_episodes,
+                    transductive=True, batch_size=10, device=args.device, dataset="omniglot")
 
 
 def main() -> None:
@@ -71,8 +87,9 @@ def main() -> None:
     chars, out = test_characters(Path(args.data_root)), Path(args.out)
     runs = []
     for k in range(args.arrangements):
-        picked = random.Random(k).sample(chars, args.classes)
-        support, query = lay_out(picked, args.shot, out / f"arrangement{k}")
+        rng = random.Random(k)
+        picked = rng.sample(chars, args.classes)
+        support, query = lay_out(picked, args.shot, out / f"arrangement{k}", rng)
         labels = out / f"arrangement{k}" / "labels.csv"
         cmd = ["predict", "--checkpoint", args.checkpoint, "--support", str(support), "--query", str(query),
                "--out", str(labels), "--device", args.device, "--quiet"]
@@ -94,7 +111,9 @@ def main() -> None:
                 "--transductive", "--device", args.device, "--output", str(eval_json)]
     printed, seconds = egnn(*eval_cmd)
     ev = json.loads(eval_json.read_text())
-    print(f"predict: {100 * accs.mean():.2f} ± {100 * ci:.2f}% over {len(accs)} arrangements; eval: {printed}")
+    upright = upright_eval(args, query)
+    print(f"predict: {100 * accs.mean():.2f} ± {100 * ci:.2f}% over {len(accs)} arrangements; eval: {printed}; "
+          f"eval on upright classes only: {upright}")
     if args.sheet:
         Path(args.sheet).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(out / "report" / "contact_sheet.png", args.sheet)
@@ -105,7 +124,11 @@ def main() -> None:
                   "protocol": f"{args.classes} classes x {args.shot} supports, {query} queries each, transductive",
                   "predict_accuracy": float(accs.mean()), "predict_accuracy_ci95": ci, "arrangements": runs,
                   "eval": {"command": shlex.join(["egnn", *eval_cmd]), "printed": printed, "accuracy": ev["accuracy"],
-                           "accuracy_ci95": ev["accuracy_ci95"], "wall_seconds": round(seconds, 2)}}
+                           "accuracy_ci95": ev["accuracy_ci95"], "wall_seconds": round(seconds, 2)},
+                  "eval_upright": {"what": "the same evaluation on the test split's unrotated classes only (the "
+                                           "user folders hold upright characters)",
+                                   "printed": str(upright), "accuracy": upright.accuracy,
+                                   "accuracy_ci95": upright.accuracy_ci95}}
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
 
 
