@@ -352,6 +352,8 @@ class Trainer:
         cfg = self.cfg
         if self.rank == 0:
             (self.out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            # which classes each split held: a folder dataset's seeded class split, or any dataset's, on record
+            (self.out / "classes.json").write_text(json.dumps({k: s.class_names for k, s in self.splits.items()}) + "\n")
         losses, accs, tick = [], [], time.perf_counter()
         lines = progress and not sys.stderr.isatty()  # logs and pipes get one line per validation, not a bar
         bar = _progress(progress and not lines)

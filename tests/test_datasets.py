@@ -1,6 +1,7 @@
 """Dataset loaders on small copies generated in each real on-disk format, and their failure modes."""
 import csv
 import pickle
+import shutil
 
 import numpy as np
 import pytest
@@ -81,6 +82,26 @@ def test_image_folder_with_split_folders(tmp_path):
     assert splits["train"].images.shape == (12, 3, 16, 16)  # a grayscale file is converted to RGB
     assert splits["train"].class_names == ["train_c0", "train_c1", "train_c2"]
     assert splits["test"].class_counts.tolist() == [4, 4]
+
+
+def test_image_folder_without_a_split_splits_its_classes_with_a_fixed_seed(tmp_path):
+    from egnn.data.images import folder_files
+
+    root = tmp_path / "plain"
+    for c in range(10):
+        for i in range(3):
+            write_png(root / f"class{c}" / f"{i}.png")
+    splits = load_dataset("folder", root, image_size=16)
+    names = {s: set(v.class_names) for s, v in splits.items()}
+    assert [len(names[s]) for s in ("train", "val", "test")] == [6, 2, 2]  # 64 / 16 / 20%, at least 2 each
+    assert names["train"] | names["val"] | names["test"] == {f"class{c}" for c in range(10)}
+    assert not (names["train"] & names["val"] or names["train"] & names["test"] or names["val"] & names["test"])
+    again = folder_files(root)
+    assert {s: set(v) for s, v in again.items()} == names  # the same split every time
+    for c in range(4, 10):
+        shutil.rmtree(root / f"class{c}")
+    with pytest.raises(DataError, match="has 4 class folders: splitting classes .* needs at least 6"):
+        folder_files(root)
 
 
 def test_image_folder_with_split_csvs(tmp_path):

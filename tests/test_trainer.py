@@ -41,6 +41,8 @@ def fit(cfg, resume=False):
 
 def test_save_load_gives_identical_evaluation(tmp_path):
     trainer = fit(tiny_config(tmp_path))
+    recorded = json.loads((tmp_path / "classes.json").read_text())  # the run records each split's classes
+    assert {k: v for k, v in recorded.items()} == {k: s.class_names for k, s in SPLITS.items()}
     before = trainer.test()[0]
     method, cfg = load_trained(tmp_path / "best.pt")
     after = evaluate(method, SPLITS["test"], way=3, shot=1, query=2, episodes=6, transductive=True,

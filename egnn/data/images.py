@@ -73,10 +73,16 @@ def folder_files(root: Path, csvs: dict[str, Path] | None = None) -> dict[str, d
     """
     if all((root / s).is_dir() for s in SPLITS):
         return {s: {c.name: _images_in(c) for c in sorted((root / s).iterdir()) if c.is_dir()} for s in SPLITS}
+    if csvs is None and not any((root / f"{s}.csv").is_file() for s in SPLITS):
+        classes = {c.name: _images_in(c) for c in sorted(root.iterdir()) if c.is_dir() and not c.name.startswith(".")}
+        classes = {c: files for c, files in classes.items() if files}
+        if classes:
+            return split_classes(classes, root)
     csvs = csvs or {s: root / f"{s}.csv" for s in SPLITS}
     missing = [str(p) for p in csvs.values() if not Path(p).is_file()]
     if missing:
-        raise DataError(f"{root}: expected train/ val/ test/ class folders, or split files {', '.join(missing)}")
+        raise DataError(f"{root}: expected train/ val/ test/ class folders, class folders of images, or split "
+                        f"files {', '.join(missing)}")
     out: dict[str, dict[str, list[Path]]] = {}
     for split, path in csvs.items():
         classes: dict[str, list[Path]] = {}
@@ -89,6 +95,23 @@ def folder_files(root: Path, csvs: dict[str, Path] | None = None) -> dict[str, d
             classes.setdefault(label, []).append(found)
         out[split] = classes
     return out
+
+
+FOLDER_SPLIT_SEED = 0  # fixed, so a folder's classes always split the same way (runs record them in classes.json)
+
+
+def split_classes(classes: dict[str, list[Path]], root: Path) -> dict[str, dict[str, list[Path]]]:
+    """A folder of class folders without a split: classes shuffled with :data:`FOLDER_SPLIT_SEED` and split
+    64 / 16 / 20% (miniImageNet's proportions) into train / val / test, at least 2 classes in each."""
+    names = sorted(classes)
+    if len(names) < 6:
+        raise DataError(f"{root} has {len(names)} class folders: splitting classes into train / val / test needs at "
+                        f"least 6 (2 each), or give the split as train/ val/ test/ folders")
+    order = [names[i] for i in torch.randperm(len(names), generator=torch.Generator().manual_seed(FOLDER_SPLIT_SEED))]
+    test, val = max(2, round(0.2 * len(names))), max(2, round(0.16 * len(names)))
+    parts = {"train": order[:len(names) - val - test], "val": order[len(names) - val - test:len(names) - test],
+             "test": order[len(names) - test:]}
+    return {s: {c: classes[c] for c in sorted(parts[s])} for s in SPLITS}
 
 
 def cached(key: str, build) -> dict[str, FewShotSplit]:
@@ -108,7 +131,7 @@ def load_folder(root=None, image_size: int = 84, channels: int = 3, name: str = 
                 csvs: dict[str, Path] | None = None) -> dict[str, FewShotSplit]:
     if root is None or not Path(root).is_dir():
         raise DataError(f"{name}: image folder {root} not found: pass --data-root PATH (one sub-folder per class, "
-                        f"split into train/ val/ test/ or listed in train.csv, val.csv, test.csv)")
+                        f"optionally split into train/ val/ test/ or listed in train.csv, val.csv, test.csv)")
     root = Path(root)
 
     def build():
@@ -121,8 +144,9 @@ def load_folder(root=None, image_size: int = 84, channels: int = 3, name: str = 
 
 register_dataset(DatasetInfo(
     "folder", load_folder, native_size=84, channels=3, natural=True, location=None, decode=decode,
-    description="your images: --data-root PATH with train/ val/ test/ class folders, or class folders and "
-                "train.csv / val.csv / test.csv (filename,label); 3x84x84 by default"))
+    description="your images: --data-root PATH with train/ val/ test/ class folders, class folders and "
+                "train.csv / val.csv / test.csv (filename,label), or class folders alone (classes split 64/16/20% "
+                "with a fixed seed); 3x84x84 by default"))
 
 
 def split_from_arrays(per_class: dict, size: int, name: str, source: Path) -> FewShotSplit:
