@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import shlex
-import subprocess
 import sys
 import warnings
 from functools import wraps
@@ -51,15 +49,6 @@ def _flags(values: dict, *skip: str) -> dict:
     """A command's config overrides: its flags that were given (not None), minus the non-config ones."""
     return {k: v for k, v in values.items()
             if v is not None and k not in {*skip, "run", "load_config"} and not k.startswith("_")}
-
-
-def _git_revision() -> Optional[str]:
-    """The revision of the egnn source tree, recorded with every result; None outside a git checkout."""
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                              text=True, timeout=5, check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 @app.command()
@@ -136,7 +125,9 @@ def train(
     from egnn.trainer import train as run
 
     cfg = load_config(config, **_flags(locals(), "config", "resume", "quiet", "test_queries"))
-    provenance = {"command": shlex.join(["egnn", *sys.argv[1:]]), "git_revision": _git_revision()}
+    from egnn.provenance import provenance as made_by
+
+    provenance = made_by()
     for result in run(cfg, resume=resume, progress=not quiet,
                       test_queries=_queries(test_queries), provenance=provenance):
         typer.echo(f"test: {result}")
@@ -219,7 +210,9 @@ def meta_transfer(
     overrides = _flags(locals(), "config", "resume", "quiet", "pretrained")
     cfg = load_config(config, **{"out": "runs/meta_transfer", **overrides},
                       model="mtl", backbone_checkpoint=pretrained, transductive=False)
-    provenance = {"command": shlex.join(["egnn", *sys.argv[1:]]), "git_revision": _git_revision()}
+    from egnn.provenance import provenance as made_by
+
+    provenance = made_by()
     for result in run(cfg, resume=resume, progress=not quiet, provenance=provenance):
         typer.echo(f"test: {result}")
     typer.echo(f"meta-transfer run saved in {cfg.out}; use it with: egnn train --backbone resnet12-mtl "
@@ -267,7 +260,9 @@ def evaluate(
     typer.echo(str(result))
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(json.dumps({"command": shlex.join(["egnn", *sys.argv[1:]]), "git_revision": _git_revision(),
+        from egnn.provenance import provenance
+
+        output.write_text(json.dumps({**provenance(),
                                       "checkpoint": str(checkpoint), **result.to_dict()}, indent=2) + "\n")
 
 
@@ -331,8 +326,9 @@ def compare(
 
     spec = load_spec(config)
     summary = run(spec, progress=not quiet)
-    summary["command"] = shlex.join(["egnn", *sys.argv[1:]])
-    summary["git_revision"] = _git_revision()
+    from egnn.provenance import provenance
+
+    summary.update(provenance())
     typer.echo(table(summary))
     files = write(summary, spec.get("output", f"results/compare_{config.stem}"))
     typer.echo(f"wrote {', '.join(str(f) for f in files.values())}")
@@ -355,8 +351,9 @@ def label_ratio(
     if only:
         typer.echo(f"trained {', '.join(only)} in {runs}; run without --only to test and report")
         return
-    summary["command"] = shlex.join(["egnn", *sys.argv[1:]])
-    summary["git_revision"] = _git_revision()
+    from egnn.provenance import provenance
+
+    summary.update(provenance())
     typer.echo(table(summary))
     files = write(summary, spec.get("output", f"results/label_ratio_{summary['dataset']}"))
     typer.echo(f"wrote {', '.join(str(f) for f in files.values())}")
@@ -410,7 +407,9 @@ def import_reference(
     """Turn a model trained by the original EGNN code into an egnn run, for eval, visualize and compare."""
     from egnn.reference import import_reference as run
 
-    provenance = {"command": shlex.join(["egnn", *sys.argv[1:]]), "git_revision": _git_revision()}
+    from egnn.provenance import provenance as made_by
+
+    provenance = made_by()
     best = run(checkpoint, out, dataset=dataset, way=way, shot=shot, transductive=transductive, provenance=provenance)
     typer.echo(f"imported {checkpoint} as {best}: egnn eval --checkpoint {best}")
 

@@ -675,8 +675,10 @@ def main() -> None:
         rows.append(run_one("big", t, checkpoint=args.checkpoint))
     for size, ch, kind in ((84, 3, "crop-flip"), (28, 1, "none")) if "sampler" in kinds else ():
         rows.append(run_one("sampler", t, size=size, channels=ch, augmentation=kind, seconds=1.0 if q else 5.0))
-    revision = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
-    command = " ".join(["python", "scripts/bench_speed.py", *sys.argv[1:]])
+    from egnn.provenance import provenance
+
+    made = provenance("python scripts/bench_speed.py")
+    revision, command = made["git_revision"], made["command"]
     for row in rows:
         row["git_revision"] = revision
     if kinds != set(ROWS) and Path(args.out).exists():  # a partial re-run replaces only its own kinds
@@ -684,7 +686,7 @@ def main() -> None:
         kept = [{"git_revision": old["git_revision"], **r} for r in old["rows"] if r["kind"] not in kinds]
         rows = kept + rows
         command = f"{old['command']}; then {command}"
-    out = {"command": command, "git_revision": revision,
+    out = {"command": command, "git_revision": revision, "uncommitted_changes": made["uncommitted_changes"],
            "threads": t, "torch": __import__("torch").__version__, "machine": _machine(args.device), "rows": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")

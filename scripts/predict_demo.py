@@ -118,8 +118,9 @@ def main() -> None:
         Path(args.sheet).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(out / "report" / "contact_sheet.png", args.sheet)
     if args.json:
-        revision = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
-        result = {"command": shlex.join(["python", "scripts/predict_demo.py", *sys.argv[1:]]), "git_revision": revision,
+        from egnn.provenance import provenance
+
+        result = {**provenance("python scripts/predict_demo.py"),
                   "device": ev["protocol"].get("device"), "checkpoint": args.checkpoint,
                   "protocol": f"{args.classes} classes x {args.shot} supports, {query} queries each, transductive",
                   "predict_accuracy": float(accs.mean()), "predict_accuracy_ci95": ci, "arrangements": runs,

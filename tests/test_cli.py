@@ -165,3 +165,12 @@ def test_allocation_failure_mid_run_names_the_fix(tmp_path, monkeypatch):
     monkeypatch.setattr(EGNNMethod, "forward", fail)
     with pytest.raises(UserError, match="out of memory running an episode batch.*lower --tasks-per-batch.*--knn"):
         trainer.step()
+
+
+def test_provenance_names_the_command_the_revision_and_uncommitted_changes():
+    from egnn.provenance import provenance
+
+    made = provenance("python scripts/bench_speed.py", ["--kinds", "graph", "--out", "a b.json"])
+    assert made["command"] == "python scripts/bench_speed.py --kinds graph --out 'a b.json'"
+    if made["git_revision"] is not None:  # a git checkout (CI's is one)
+        assert len(made["git_revision"]) == 40 and isinstance(made["uncommitted_changes"], bool)
