@@ -243,15 +243,13 @@ def evaluate(
     """Evaluate a checkpoint on fixed episodes; prints mean ± 95% CI with its protocol."""
     from egnn.config import make_config
     from egnn.data import load_dataset
-    from egnn.trainer import evaluate_config as run, load_trained
+    from egnn.trainer import evaluate_config as run, load_trained, use_sparse_graphs
 
     if split not in ("train", "val", "test"):
         raise UserError(f"--split must be train, val or test, got '{split}'")
     method, cfg = load_trained(checkpoint, device)
     if knn is not None:
-        if not hasattr(method, "knn"):
-            raise UserError(f"--knn needs an EGNN checkpoint; {checkpoint} holds a {cfg.model} model")
-        method.knn = make_config(knn=knn).knn
+        use_sparse_graphs(method, knn, checkpoint, cfg.model)
     proto = make_config(cfg.to_dict(), dataset=dataset, data_root=data_root, test_way=way, shot=shot, eval_query=query,
                         label_ratio=label_ratio, unlabeled=unlabeled, transductive=transductive, eval_seed=seed,
                         test_episodes=episodes, eval_batch=batch, device=device, precision=precision)

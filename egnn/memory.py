@@ -49,3 +49,12 @@ def check_bytes(need: int, what: str, fix: str, device=None) -> None:
     where = "free on the GPU" if device is not None and torch.device(device).type == "cuda" else "available"
     if budget is not None and need > budget:
         raise UserError(f"{what} needs about {need / 2**30:.1f} GB, more than the {budget / 2**30:.1f} GB {where}: {fix}")
+
+
+def check_episode_memory(method, *, tasks: int, way: int, shot: int, query: int, transductive: bool, training: bool,
+                         batch_flag: str, device=None) -> None:
+    """:func:`check_bytes` for a batch of ``tasks`` episodes, with the method's own estimate
+    (:meth:`~egnn.methods.FewShotMethod.graph_bytes`) and the fix: a smaller batch or sparse graphs."""
+    check_bytes(method.graph_bytes(tasks, way * shot, way * query, transductive, training=training),
+                f"a batch of {tasks} {way}-way episodes of {way * (shot + query)} nodes as dense graphs",
+                f"lower {batch_flag}, or use sparse graphs with --knn 20", device)

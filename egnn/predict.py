@@ -15,16 +15,14 @@ from __future__ import annotations
 import csv
 import io
 import time
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch_geometric.data import Batch
 
-from egnn.data.images import IMAGE_SUFFIXES
+from egnn.data.images import IMAGE_SUFFIXES, image_files, read_images
 from egnn.data.paths import atomic_save
 from egnn.data.registry import dataset_info
 from egnn.devices import describe, resolve_device
@@ -98,7 +96,7 @@ def support_files(folder: str | Path) -> dict[str, list[Path]]:
     if not classes:
         raise DataError(f"support folder {folder} has no class subfolders: put each class's example images in "
                         f"{folder}/<class name>/")
-    files = {c.name: _images_in(c) for c in classes}
+    files = {c.name: image_files(c, skip_hidden=True) for c in classes}
     empty = [name for name, paths in files.items() if not paths]
     if empty:
         raise DataError(f"class folder {folder / empty[0]} holds no image ({', '.join(sorted(IMAGE_SUFFIXES))}): "
@@ -122,29 +120,6 @@ def query_files(folder: str | Path) -> list[Path]:
     return files
 
 
-def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-                  and not p.name.startswith("."))
-
-
-def read_images(paths: list[Path], decode, size: int, channels: int, progress=None, workers: int = 2) -> torch.Tensor:
-    """``(len(paths), channels, size, size)`` uint8, decoded with ``workers`` processes; an unreadable file is a
-    :class:`DataError` naming it. ``progress(done)`` is called after every chunk."""
-    chunks = [paths[i:i + 256] for i in range(0, len(paths), 256)]
-    out: list[np.ndarray] = []
-    pool = ProcessPoolExecutor(max_workers=workers) if len(paths) > 256 and workers > 1 else None
-    try:
-        for chunk in chunks:
-            args = ([str(p) for p in chunk], [size] * len(chunk), [channels] * len(chunk))
-            out.extend(pool.map(decode, *args, chunksize=32) if pool else map(decode, *args))
-            if progress is not None:
-                progress(len(chunk))
-    finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
-    return torch.from_numpy(np.stack(out))
-
-
 def predict(checkpoint: str | Path, support: str | Path, query: str | Path, *, transductive: bool | None = None,
             knn: int | None = None, query_batch: int = 256, device: str = "auto", progress: bool = False) -> Predictions:
     """Label the images under ``query`` with the classes of ``support`` using a trained checkpoint.
@@ -155,17 +130,14 @@ def predict(checkpoint: str | Path, support: str | Path, query: str | Path, *, t
         query_batch: queries per forward pass in the non-transductive mode (each query is its own graph, so
             the result does not depend on it).
     """
-    from egnn.config import make_config
-    from egnn.trainer import load_trained_with_inputs
+    from egnn.trainer import load_trained_with_inputs, use_sparse_graphs
 
     start = time.perf_counter()
     device = resolve_device(device)
     method, cfg, (channels, size) = load_trained_with_inputs(checkpoint, device)
     transductive = cfg.transductive if transductive is None else transductive
     if knn is not None:
-        if not hasattr(method, "knn"):
-            raise UserError(f"--knn needs an EGNN checkpoint; {checkpoint} holds a {cfg.model} model")
-        method.knn = make_config(knn=knn).knn
+        use_sparse_graphs(method, knn, checkpoint, cfg.model)
     if query_batch < 1:
         raise UserError(f"--query-batch must be at least 1, got {query_batch}")
     supports, queries = support_files(support), query_files(query)
@@ -182,7 +154,7 @@ def predict(checkpoint: str | Path, support: str | Path, query: str | Path, *, t
                     f"{min(q, query_batch)} queries at a time with {s} supports", "lower --query-batch", device)
 
     info = dataset_info(cfg.dataset)
-    bar = _bar(progress, s + q)
+    bar = _bar(progress)
     with bar:
         task = bar.add_task("reading images", total=s + q) if progress else None
         advance = (lambda n: bar.advance(task, n)) if progress else None
@@ -208,7 +180,7 @@ def predict(checkpoint: str | Path, support: str | Path, query: str | Path, *, t
                        time.perf_counter() - start)
 
 
-def _bar(enabled: bool, total: int):
+def _bar(enabled: bool):
     if not enabled:
         return nullcontext()
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn

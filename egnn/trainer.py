@@ -28,7 +28,7 @@ from egnn.episodes import EpisodeSampler
 from egnn.errors import CheckpointError, ConfigError, UserError
 from egnn.graph import collate
 from egnn.losses import mean_ci95, query_accuracy
-from egnn.memory import check_bytes
+from egnn.memory import check_episode_memory
 from egnn.methods import FewShotMethod, method_class
 
 
@@ -151,10 +151,8 @@ def evaluate(method: FewShotMethod, split: FewShotSplit, *, way: int, shot: int,
     device = resolve_device(device)
     sampler = EpisodeSampler(split, way, shot, query, seed=seed, label_ratio=label_ratio,
                              drop_unlabeled=drop_unlabeled)
-    check_bytes(method.graph_bytes(batch_size, way * shot, way * query, transductive, training=False),
-                f"a batch of {batch_size} {way}-way episodes of {way * (shot + query)} nodes as dense graphs",
-                "lower --eval-batch (egnn eval: --batch), or use "
-                "sparse graphs with --knn 20", device)
+    check_episode_memory(method, tasks=batch_size, way=way, shot=shot, query=query, transductive=transductive,
+                         training=False, batch_flag="--eval-batch (egnn eval: --batch)", device=device)
     sparse = method.builds_own_edges(transductive)
     was_training = method.training
     method.eval()
@@ -214,10 +212,8 @@ class Trainer:
         method = build_method(cfg, self.image_shape[0], self.image_shape[-1])
         for name, (q, way) in shapes.items():  # ...or cannot fit in memory (before any tensor reaches the device)
             tasks, flag = (cfg.tasks_per_batch, "--tasks-per-batch") if name == "train" else (cfg.eval_batch, "--eval-batch")
-            check_bytes(method.graph_bytes(tasks, way * cfg.shot, way * q, cfg.transductive, training=name == "train"),
-                        f"a batch of {tasks} {way}-way episodes of {way * (cfg.shot + q)} nodes as dense graphs",
-                        f"lower {flag}, or use sparse graphs with --knn 20",
-                        self.device)
+            check_episode_memory(method, tasks=tasks, way=way, shot=cfg.shot, query=q, transductive=cfg.transductive,
+                                 training=name == "train", batch_flag=flag, device=self.device)
         self.method = method.to(self.device)
         if resolve_normalize(cfg.normalize, cfg.dataset) and not cfg.backbone_checkpoint:  # else: the backbone's own
             self.method.set_normalization(*self.splits["train"].channel_stats())
@@ -470,6 +466,14 @@ def load_trained_with_inputs(checkpoint: str | Path, device: str = "cpu") -> tup
         raise UserError(f"checkpoint {checkpoint} lacks its config ({exc}): pass a checkpoint written by egnn train") from None
     load_model_state(method, blob["model"], checkpoint)
     return method.to(resolve_device(device)).eval(), cfg, inputs
+
+
+def use_sparse_graphs(method: FewShotMethod, knn: int, checkpoint: str | Path, model: str) -> None:
+    """``--knn`` on a loaded checkpoint (``egnn eval``, ``egnn predict``): transductive EGNN on kNN graphs of
+    ``knn`` neighbours, 0 for dense; a one-line error for a model without sparse graphs."""
+    if not hasattr(method, "knn"):
+        raise UserError(f"--knn needs an EGNN checkpoint; {checkpoint} holds a {model} model")
+    method.knn = make_config(knn=knn).knn  # validated as a config value
 
 
 def _shown(best_val: float) -> str:

@@ -241,14 +241,11 @@ def sampler_row(size, channels, augmentation="crop-flip", seconds=5.0):
     """Images per second from in-memory uint8 images through EpisodeSampler, collate and ``augmentation``."""
     import torch
 
-    from egnn.data import FewShotSplit
     from egnn.data.transforms import augment
     from egnn.episodes import EpisodeSampler
     from egnn.graph import collate
 
-    classes, per_class = 64, 100
-    images = torch.randint(0, 256, (classes * per_class, channels, size, size), dtype=torch.uint8)
-    split = FewShotSplit(images, torch.arange(classes).repeat_interleave(per_class), [str(c) for c in range(classes)])
+    split = _random_split(classes=64, per_class=100, size=size, channels=channels)
     sampler = EpisodeSampler(split, 5, 5, 1, seed=0)
     done, it, start = 0, 0, time.perf_counter()
     while time.perf_counter() - start < seconds:

@@ -40,20 +40,41 @@ def decode_ink(path: str, size: int, channels: int = 1) -> np.ndarray:
     return 255 - decode(path, size, 1).repeat(channels, 0)
 
 
+def read_images(paths: list, decode_file=decode, size: int = 84, channels: int = 3, progress=None,
+                workers: int = 2) -> torch.Tensor:
+    """``(len(paths), channels, size, size)`` uint8 from image files, decoded by ``decode_file(path, size,
+    channels)`` with ``workers`` processes (in this one for 256 files or fewer); an unreadable file is a
+    :class:`DataError` naming it. ``progress(done)`` is called after every 256 files."""
+    out: list[np.ndarray] = []
+    pool = ProcessPoolExecutor(max_workers=workers) if len(paths) > 256 and workers > 1 else None
+    try:
+        for first in range(0, len(paths), 256):
+            chunk = [str(p) for p in paths[first:first + 256]]
+            args = (chunk, [size] * len(chunk), [channels] * len(chunk))
+            out.extend(pool.map(decode_file, *args, chunksize=32) if pool else map(decode_file, *args))
+            if progress is not None:
+                progress(len(chunk))
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    return torch.from_numpy(np.stack(out))
+
+
 def split_from_files(files: dict[str, list[Path]], size: int, channels: int, name: str) -> FewShotSplit:
     """Decode ``class name -> image paths`` (with two processes) into one in-memory split."""
     classes = sorted(files)
-    paths = [str(p) for c in classes for p in files[c]]
+    paths = [p for c in classes for p in files[c]]
     if not paths:
         raise DataError(f"{name}: no images found")
-    with ProcessPoolExecutor(max_workers=2) as pool:
-        arrays = list(pool.map(decode, paths, [size] * len(paths), [channels] * len(paths), chunksize=256))
     labels = torch.arange(len(classes)).repeat_interleave(torch.tensor([len(files[c]) for c in classes]))
-    return FewShotSplit(torch.from_numpy(np.stack(arrays)), labels, classes, name=name)
+    return FewShotSplit(read_images(paths, decode, size, channels), labels, classes, name=name)
 
 
-def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+def image_files(folder: Path, skip_hidden: bool = False) -> list[Path]:
+    """The image files directly in ``folder``, sorted; ``skip_hidden`` leaves out dot-files (e.g. macOS's
+    ``._name.png`` companions)."""
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
+                  and not (skip_hidden and (p.name.startswith(".") or not p.is_file())))
 
 
 def _read_csv(path: Path) -> list[tuple[str, str]]:
@@ -72,9 +93,9 @@ def folder_files(root: Path, csvs: dict[str, Path] | None = None) -> dict[str, d
       ``filename,label`` rows, as Ravi & Larochelle's miniImageNet splits.
     """
     if all((root / s).is_dir() for s in SPLITS):
-        return {s: {c.name: _images_in(c) for c in sorted((root / s).iterdir()) if c.is_dir()} for s in SPLITS}
+        return {s: {c.name: image_files(c) for c in sorted((root / s).iterdir()) if c.is_dir()} for s in SPLITS}
     if csvs is None and not any((root / f"{s}.csv").is_file() for s in SPLITS):
-        classes = {c.name: _images_in(c) for c in sorted(root.iterdir()) if c.is_dir() and not c.name.startswith(".")}
+        classes = {c.name: image_files(c) for c in sorted(root.iterdir()) if c.is_dir() and not c.name.startswith(".")}
         classes = {c: files for c, files in classes.items() if files}
         if classes:
             return split_classes(classes, root)

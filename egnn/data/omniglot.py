@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import re
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from egnn.data.base import FewShotSplit
-from egnn.data.images import decode_ink
+from egnn.data.images import decode_ink, read_images
 from egnn.data.registry import DatasetInfo, register_dataset
 from egnn.data.paths import atomic_save, cache_dir, data_root, stamp
 from egnn.errors import DataError
@@ -86,10 +84,8 @@ def load_characters(root: str | Path | None = None, image_size: int = 28) -> tup
         raise DataError(f"Omniglot under {data_root(root)} is incomplete ({bad}): expected {NUM_CHARACTERS} "
                         f"characters of 20 PNGs each; re-extract omniglot-py")
     ids = sorted(chars)
-    paths = [str(p) for i in ids for p in chars[i][1]]
-    with ProcessPoolExecutor(max_workers=2) as pool:
-        arrays = list(pool.map(decode_ink, paths, [image_size] * len(paths), chunksize=512))
-    images = torch.from_numpy(np.concatenate(arrays)).view(len(ids), 20, image_size, image_size)
+    paths = [p for i in ids for p in chars[i][1]]
+    images = read_images(paths, decode_ink, image_size, 1).view(len(ids), 20, image_size, image_size)
     names = [chars[i][0] for i in ids]
     atomic_save({"images": images, "names": names}, cache)
     return images, names

@@ -24,6 +24,8 @@ class EGNNMethod(FewShotMethod):
     unlabeled supports and queries influence it only through the graph, never through their labels.
     """
 
+    varied_queries = True
+
     def __init__(self, backbone: nn.Module, num_layers: int = 3, node_features: int = 96,
                  edge_features: int = 96, dropout: float = 0.0, knn: int = 0, slope: float = GRAPH_SLOPE) -> None:
         super().__init__(backbone)
@@ -127,8 +129,6 @@ class EGNNMethod(FewShotMethod):
             episode_metrics={"edge_acc": edge_acc},
             extras={"edges": edges, "edge_target": target, "loss_mask": mask, "edge_index": edge_index},
         )
-
-    varied_queries = True
 
     def prepare_data_parallel(self) -> None:
         super().prepare_data_parallel()
