@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from pathlib import Path
 
 import torch
@@ -43,6 +42,10 @@ def main() -> None:
     from egnn.provenance import provenance
     from egnn.trainer import build_method
 
+    import platform
+    import time
+
+    start = time.perf_counter()
     cfg = make_config(dataset="omniglot", model="mtl", backbone="resnet12-mtl", backbone_checkpoint=args.pretrained,
                       way=args.way, shot=args.shot)
     split = load_dataset("omniglot", args.data_root)["test"]
@@ -94,6 +97,8 @@ def main() -> None:
                                                "pretrained": args.pretrained, "pretrained_val_acc": blob.get("val_acc"),
                                                "pretrained_iterations": blob["config"].get("iterations"),
                                                "pretrained_widths": blob["config"].get("widths"),
+                                               "device": f"cpu ({platform.machine()}, {os.cpu_count()} CPUs)",
+                                               "wall_seconds": round(time.perf_counter() - start, 1),
                                                "episodes": args.episodes, "way": args.way, "shot": args.shot,
                                                "accuracy": {k: {"mean": m, "ci95": ci} for k, (m, ci) in rows.items()},
                                                "support_feature_norm_mean": float(norms.mean())}, indent=2) + "\n")
