@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch_geometric.data import Batch
 
 from egnn.methods import register_method
-from egnn.methods.base import FewShotMethod, MethodOutput
+from egnn.methods.base import FewShotMethod, MethodOutput, prototype_logits
 
 
 @register_method("protonet")
@@ -21,10 +21,7 @@ class PrototypicalNetworks(FewShotMethod):
 
     def forward(self, batch: Batch, transductive: bool = True) -> MethodOutput:
         v, dense = self.embed(batch)  # (B, N, D)
-        onehot = F.one_hot(dense.y.clamp_min(0), dense.way).to(v.dtype) * dense.labeled_mask[..., None]  # (B, N, way)
-        prototypes = onehot.transpose(1, 2) @ v / onehot.sum(1)[..., None].clamp_min(1)  # (B, way, D)
-        queries = self.queries(v, dense)  # (B, Q, D)
-        return MethodOutput(logits=-torch.cdist(queries, prototypes).pow(2), query_labels=self.queries(dense.y, dense))
+        return MethodOutput(logits=prototype_logits(v, dense), query_labels=self.queries(dense.y, dense))
 
     def loss(self, out: MethodOutput) -> torch.Tensor:
         return F.cross_entropy(out.logits.flatten(0, 1), out.query_labels.flatten())

@@ -147,7 +147,7 @@ def pretrain(
     backbone: Optional[str] = typer.Option(None, help="Backbone to pretrain, e.g. resnet12."),
     widths: Optional[str] = typer.Option(None, help="Backbone widths, e.g. 64,128,256,512 (MTL) or 32,64,96,128."),
     iterations: Optional[int] = typer.Option(None, help="SGD iterations."),
-    batch_size: int = typer.Option(128, help="Images per iteration."),
+    batch_size: Optional[int] = typer.Option(None, help="Images per iteration (default 128)."),
     lr: Optional[float] = typer.Option(None, help="SGD learning rate (divided by 10 at 50% and 75%)."),
     weight_decay: Optional[float] = typer.Option(None),
     normalize: Optional[str] = typer.Option(None, help="auto, on or off."),
@@ -157,21 +157,25 @@ def pretrain(
     eval_query: Optional[int] = typer.Option(None, help="Queries per class of the validation episodes."),
     val_every: Optional[int] = typer.Option(None),
     val_episodes: Optional[int] = typer.Option(None),
+    test_episodes: Optional[int] = typer.Option(None, help="Test episodes for the best checkpoint's features."),
     seed: Optional[int] = typer.Option(None),
     threads: Optional[int] = typer.Option(None),
     device: Optional[str] = typer.Option(None, help="auto (default), cpu, cuda or cuda:N."),
+    precision: Optional[str] = typer.Option(None, help="fp32, bf16 or fp16 (CUDA)."),
     out: Optional[str] = typer.Option(None, help="Run directory."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """MTL stage 1: pretrain a backbone as a classifier over all training classes (selected by few-shot val)."""
-    from egnn.config import load_config
-    from egnn.pretrain import pretrain as run
+    overrides = _flags(locals(), "config", "resume", "quiet", "batch_size")
+    from egnn.config import read_config_file
+    from egnn.pretrain import pretrain as run, pretrain_config
+    from egnn.provenance import provenance
 
-    overrides = _flags(locals(), "config", "resume", "batch_size")
-    defaults = {"backbone": "resnet12", "lr": 0.1, "weight_decay": 5e-4, "iterations": 2000, "val_every": 500,
-                "out": "runs/pretrain"}
-    cfg = load_config(config, **{**defaults, **overrides})
-    result = run(cfg, batch_size=batch_size, resume=resume, log=lambda line: typer.echo(line, err=True))
+    cfg = pretrain_config(read_config_file(config) if config else {}, tasks_per_batch=batch_size, **overrides)
+    result = run(cfg, resume=resume, progress=not quiet, provenance=provenance())
+    for tested in result["test"]:
+        typer.echo(f"test (nearest prototypes of the features): {tested}")
     typer.echo(f"pretrained {cfg.backbone}: best validation {cfg.way}-way {cfg.shot}-shot accuracy "
                f"{100 * result['best_val_acc']:.2f}% -> {result['checkpoint']}")
 
@@ -317,18 +321,52 @@ def visualize(
 @user_errors
 def compare(
     config: Path = typer.Option(..., help="Comparison spec, e.g. configs/compare_omniglot_5w1s.yaml."),
+    only: Optional[list[str]] = typer.Option(None, "--only", help="Only train and test this model (repeatable), "
+                                             "no report: parts of a comparison in parallel processes."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Train or load several models and evaluate them on identical episodes, with paired differences."""
     from egnn.compare import compare as run, load_spec, table, write
 
     spec = load_spec(config)
-    summary = run(spec, progress=not quiet)
+    summary = run(spec, progress=not quiet, only=only)
+    if only:
+        typer.echo(f"trained and tested {', '.join(only)}; run without --only to report")
+        return
     from egnn.provenance import provenance
 
     summary.update(provenance())
     typer.echo(table(summary))
     files = write(summary, spec.get("output", f"results/compare_{config.stem}"))
+    typer.echo(f"wrote {', '.join(str(f) for f in files.values())}")
+
+
+@app.command()
+@user_errors
+def sweep(
+    spec: Path = typer.Argument(..., help="Sweep spec, e.g. configs/sweep_query_protocol_5w.yaml."),
+    only: Optional[list[str]] = typer.Option(None, "--only", help="Only train and test the runs with this name or "
+                                             "shell pattern (repeatable), no report: parts of a sweep in parallel."),
+    runs: Optional[Path] = typer.Option(None, help="Where the runs train (default: the spec's runs_dir, else "
+                                        "runs/sweep/<spec name>)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Train every run of a grid of configs, test all on the same fixed episodes, write JSON, Markdown and PNG."""
+    from egnn.sweep import load_sweep, sweep as run, table, write
+
+    parsed = load_sweep(spec)
+    if runs is not None:
+        parsed["runs_dir"] = str(runs)
+    summary = run(parsed, progress=not quiet, only=only)
+    if only:
+        typer.echo(f"trained and tested {', '.join(summary['runs'])} in {parsed['runs_dir']}; run without --only "
+                   f"to report")
+        return
+    from egnn.provenance import provenance
+
+    summary.update(provenance())
+    typer.echo(table(summary))
+    files = write(summary, parsed["output"])
     typer.echo(f"wrote {', '.join(str(f) for f in files.values())}")
 
 
@@ -342,7 +380,7 @@ def label_ratio(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Semi-supervised sweep over label ratios, models and modes on identical test episodes."""
-    from egnn.sweep import label_ratio_sweep, load_sweep, table, write
+    from egnn.label_ratio import label_ratio_sweep, load_sweep, table, write
 
     spec = load_sweep(config)
     summary = label_ratio_sweep(spec, progress=not quiet, runs=runs, only=only)

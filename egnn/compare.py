@@ -9,14 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from egnn.config import make_config
-from egnn.data import load_dataset
 from egnn.errors import ConfigError
-from egnn.losses import mean_ci95
 from egnn.reports import read_spec, write_report
-from egnn.trainer import Trainer, evaluate_config, load_trained
+from egnn.sweep import sweep
 
 SPEC_KEYS = {"base", "models", "evaluation", "reference", "output"}
 
@@ -25,39 +20,38 @@ def load_spec(path: str | Path) -> dict[str, Any]:
     return read_spec(path, "comparison", SPEC_KEYS, {"models"})
 
 
-def compare(spec: dict[str, Any], progress: bool = True) -> dict[str, Any]:
+def compare(spec: dict[str, Any], progress: bool = True, only: list[str] | None = None) -> dict[str, Any]:
+    """A sweep (:mod:`egnn.sweep`) with one test protocol for all models and paired differences against the
+    reference; ``only`` trains and tests those models, for parts of a comparison in parallel processes."""
     base, models = spec.get("base", {}), spec["models"]
     ev = {"episodes": 1000, "query": 1, "transductive": True, **spec.get("evaluation", {})}
     reference = spec.get("reference", next(iter(models)))
     if reference not in models:
         raise ConfigError(f"reference '{reference}' is not one of the models {', '.join(models)}")
-    shared = make_config(base)
-    splits = load_dataset(shared.dataset, shared.data_root, shared.image_size)
-    per_episode, rows = {}, {}
+    runs = {}
     for name, overrides in models.items():
-        overrides = dict(overrides or {})
-        checkpoint = overrides.pop("checkpoint", None)
-        if checkpoint and Path(checkpoint).exists():
-            method, cfg = load_trained(checkpoint, shared.device)
-            source = {"checkpoint": str(checkpoint)}
-        else:
-            cfg = make_config(base, **{"out": f"runs/compare/{name}", **overrides})
-            trainer = Trainer(cfg, splits)
-            trainer.fit(resume=True, progress=progress)
-            method, cfg = load_trained(Path(cfg.out) / "best.pt", shared.device)
-            source = {"trained": cfg.to_dict(), "checkpoint": str(Path(cfg.out) / "best.pt")}
-        protocol = make_config(base, transductive=ev["transductive"])
-        result = evaluate_config(method, splits["test"], protocol, ev["episodes"], ev["query"])
-        per_episode[name] = torch.tensor(result.per_episode)
-        rows[name] = {"model": cfg.model, **source, "accuracy": result.accuracy,
-                      "accuracy_ci95": result.accuracy_ci95, "seconds": round(result.seconds, 2)}
-    for name in rows:
-        if name != reference:
-            diff = per_episode[reference] - per_episode[name]
-            mean, ci = mean_ci95(diff)
-            rows[name][f"paired_difference_{reference}_minus_this"] = mean
-            rows[name]["paired_difference_ci95"] = ci
-    return {"protocol": {**result.protocol, "reference": reference}, "models": rows}
+        overrides = {"out": f"runs/compare/{name}", **(overrides or {})}
+        if overrides.get("checkpoint") and not Path(overrides["checkpoint"]).exists():
+            overrides.pop("checkpoint")  # not trained yet: train it here, with the spec's budget
+        runs[name] = overrides
+    unknown = set(only or ()) - set(models)
+    if unknown:
+        raise ConfigError(f"unknown models {', '.join(sorted(unknown))}; the comparison has {', '.join(models)}")
+    summary = sweep({"base": base, "runs": runs, "reference": reference, "runs_dir": "runs/compare",
+                     "test": {"queries": [ev["query"]], "episodes": ev["episodes"],
+                              "transductive": ev["transductive"]}}, progress=progress, only=only)
+    rows, q = {}, str(ev["query"])
+    for name, r in summary["runs"].items():
+        test = r["test"][q]
+        rows[name] = {"model": r["config"]["model"], "checkpoint": r["checkpoint"],
+                      **({} if "train_seconds" not in r else {"trained": r["config"]}),
+                      "accuracy": test["accuracy"], "accuracy_ci95": test["accuracy_ci95"], "seconds": test["seconds"]}
+        if q in r.get("paired_difference", {}):
+            d = r["paired_difference"][q]
+            rows[name][f"paired_difference_{reference}_minus_this"] = d["mean"]
+            rows[name]["paired_difference_ci95"] = d["ci95"]
+    protocol = {k: v for k, v in next(iter(summary["runs"].values()))["test"][q]["protocol"].items()}
+    return {"protocol": {**protocol, "reference": reference}, "models": rows}
 
 
 def table(summary: dict[str, Any]) -> str:

@@ -107,8 +107,6 @@ class Config:
         if self.backbone == "resnet12-mtl" and not self.backbone_checkpoint:
             raise ConfigError("backbone resnet12-mtl needs --backbone-checkpoint PATH: the best.pt of egnn pretrain "
                               "or of an MTL meta-transfer run (egnn train --model mtl --backbone-checkpoint ...)")
-        if self.inner_steps < 0 or self.inner_lr <= 0:
-            raise ConfigError(f"inner-steps must be >= 0 and inner-lr > 0, got {self.inner_steps} and {self.inner_lr}")
         if self.patience < 0 or self.max_minutes < 0:
             raise ConfigError(f"patience and max-minutes must be 0 (off) or positive, got {self.patience} and "
                               f"{self.max_minutes}")
@@ -131,6 +129,9 @@ class Config:
             raise ConfigError(f"precision must be fp32, bf16 or fp16, got '{self.precision}'")
         if self.precision == "fp16" and self.device == "cpu":
             raise ConfigError("precision fp16 needs --device cuda (CPUs lack fast float16): use --precision bf16")
+        from egnn.methods import method_class  # late: the methods import the config's users
+
+        method_class(self.model).check_config(self)  # the method's own settings: e.g. MTL's inner loop
         return self
 
     def train_queries(self, available: int | None = None) -> tuple[int, int]:
@@ -208,21 +209,46 @@ def make_config(base: dict[str, Any] | None = None, **overrides: Any) -> Config:
     return dataclasses.replace(defaults, **typed).validate()
 
 
+def read_config_file(path: str | Path, kind: str = "config", seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The mapping of a YAML config file, its ``include`` (a path, or a list of paths, relative to the file)
+    merged under it: included files first, in order, then this file's own keys, which win. Any problem (missing
+    file, bad YAML, a duplicate key, an include cycle) is one :class:`ConfigError` naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{kind} file {path} not found: check the path")
+    if path.resolve() in seen:
+        raise ConfigError(f"{kind} file {path} includes itself (through {' -> '.join(str(p) for p in seen)}): "
+                          f"remove the cycle")
+    try:
+        values = read_yaml(path.read_text()) or {}
+    except ConfigError as exc:
+        raise ConfigError(f"{kind} file {path}: {exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{kind} file {path} is not valid YAML{where}: fix the syntax") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{kind} file {path} must be a mapping of keys to values")
+    return expand_includes(values, path.parent, kind, (*seen, path.resolve()))
+
+
+def expand_includes(values: dict[str, Any], relative_to: str | Path, kind: str = "config",
+                    seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """``values`` with its ``include`` key replaced by the included files' keys (``values``' own keys win)."""
+    if "include" not in values:
+        return values
+    values = dict(values)
+    include = values.pop("include")
+    files = [include] if isinstance(include, str) else include
+    if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+        raise ConfigError(f"include expects a file path or a list of them, got {include!r}")
+    merged: dict[str, Any] = {}
+    for file in files:
+        merged.update(read_config_file(Path(relative_to) / file, kind, seen))
+    return {**merged, **values}
+
+
 def load_config(path: str | Path | None = None, **overrides: Any) -> Config:
-    """Read a YAML config (if given), apply flag overrides, validate."""
-    base: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} not found: check the --config path")
-        try:
-            base = read_yaml(path.read_text()) or {}
-        except ConfigError as exc:
-            raise ConfigError(f"config file {path}: {exc}") from None
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark else ""
-            raise ConfigError(f"config file {path} is not valid YAML{where}: fix the syntax") from None
-        if not isinstance(base, dict):
-            raise ConfigError(f"config file {path} must be a mapping of keys to values")
+    """Read a YAML config (if given, with its includes), apply flag overrides, validate."""
+    base = read_config_file(path) if path is not None else {}
     return make_config(base, **overrides)

@@ -5,30 +5,22 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
-
-from egnn.config import read_yaml
+from egnn.config import expand_includes, read_config_file
 from egnn.errors import ConfigError
 
 
 def read_spec(path: str | Path, kind: str, keys: set[str], required: set[str]) -> dict[str, Any]:
-    """A YAML mapping with only ``keys`` and at least ``required``; any problem is one :class:`ConfigError`."""
+    """A YAML mapping with only ``keys`` and at least ``required``; any problem is one :class:`ConfigError`.
+    The spec and its ``base`` may ``include`` config files (paths relative to the spec)."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{kind} config {path} not found: check the --config path")
-    try:
-        spec = read_yaml(path.read_text()) or {}
-    except ConfigError as exc:
-        raise ConfigError(f"{kind} config {path}: {exc}") from None
-    except yaml.YAMLError:
-        raise ConfigError(f"{kind} config {path} is not valid YAML: fix the syntax") from None
-    if not isinstance(spec, dict):
-        raise ConfigError(f"{kind} config {path} must be a mapping of keys to values")
+    spec = read_config_file(path, f"{kind} config")
     unknown, missing = set(spec) - keys, {k for k in required if not spec.get(k)}
     if unknown or missing:
         raise ConfigError(f"{kind} config {path}: expected keys {', '.join(sorted(keys))} with "
                           f"{', '.join(sorted(required))} required; unknown {', '.join(sorted(unknown)) or 'none'}, "
                           f"missing {', '.join(sorted(missing)) or 'none'}")
+    if isinstance(spec.get("base"), dict):
+        spec["base"] = expand_includes(spec["base"], path.parent)
     return spec
 
 

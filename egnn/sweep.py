@@ -1,135 +1,191 @@
-"""Label-ratio experiments: semi-supervised EGNN against its labeled-only counterpart (and any baseline).
+"""Sweeps: train (or load) every run of a grid of config values, test all on the same fixed episodes, report.
 
-A sweep spec (YAML) has ``base`` (config keys shared by all runs), ``ratios`` (label ratios), ``models``
-(name -> config overrides; ``unlabeled: drop`` makes the labeled-only variant), ``modes`` (``transductive``
-and/or ``non-transductive``), ``evaluation`` (``episodes``, ``query``), ``output`` (a path prefix) and
-optionally ``train_modes`` (mode -> the mode its models are trained in; e.g. ``{non-transductive:
-transductive}`` tests the transductively trained models without transduction, when training per query graph
-is too costly). ``evaluation.episodes`` may be a number or a mapping mode -> number (a non-transductive
-episode costs a graph per query), and a model's entry may hold ``modes`` to run only some of them. Each
-(model, training mode, ratio) is trained once in ``runs/label_ratio/...`` (resumed if already there; at ratio 1
-the labeled-only variant is the same run as its semi-supervised twin) and tested on the same fixed episodes:
-the labeled-only variant sees those episodes with their unlabeled supports removed.
+A sweep spec (YAML):
+
+- ``base``: config keys shared by every run (may ``include`` a config file, relative to the spec);
+- ``runs``: name -> config overrides (may ``include`` a config file, or hold ``checkpoint: PATH`` to load a
+  trained model instead of training one); default: one run of ``base`` alone;
+- ``grid``: config key -> list of values; every run is crossed with every combination, named
+  ``<run>/key=value,...``;
+- ``test``: ``queries`` (queries per class, a list), ``episodes`` and optionally ``transductive`` (test every run
+  in this mode; default: each in its own);
+- ``reference``: a run the others are compared against, as paired differences on identical episodes;
+- ``output``: the report's path prefix (JSON, Markdown, PNG); ``runs_dir``: where runs train (default
+  ``runs/sweep/<spec name>``).
+
+Runs train in the order listed, so a later run may build on an earlier one's ``best.pt`` (e.g. a meta-transfer
+run on a pretraining run): ``{runs}`` in a value is the run directory, e.g.
+``backbone_checkpoint: "{runs}/pretrain/best.pt"``. Each run resumes where it stopped, and caches its test results, with per-episode
+accuracies, in its directory: ``only`` trains and tests some runs (parts of one sweep in parallel processes)
+and a final call without it reads them all and writes the report.
 """
 from __future__ import annotations
 
-import hashlib
+import itertools
 import json
 from dataclasses import replace
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
-from egnn.config import make_config
+import torch
+
+from egnn.config import expand_includes, make_config
 from egnn.data import load_dataset
 from egnn.data.paths import atomic_save
 from egnn.errors import ConfigError
+from egnn.losses import mean_ci95
 from egnn.reports import read_spec, write_report
-from egnn.trainer import Trainer, evaluate_config
+from egnn.trainer import Trainer, evaluate_config, load_trained
 
-SPEC_KEYS = {"base", "ratios", "models", "modes", "evaluation", "output", "train_modes"}
-MODES = {"transductive": True, "non-transductive": False}
+SPEC_KEYS = {"base", "runs", "grid", "test", "reference", "output", "runs_dir"}
+TEST_KEYS = {"queries", "episodes", "transductive"}
+# what fixes the test episodes (not the mode, the device or the graph they are run on): equal, the same episodes
+EPISODE_KEYS = ("dataset", "split", "way", "shot", "query", "episodes", "label_ratio", "seed")
 
 
 def load_sweep(path: str | Path) -> dict[str, Any]:
-    spec = read_spec(path, "sweep", SPEC_KEYS, {"ratios", "models"})
-    bad = set(spec.get("modes", MODES)) - set(MODES)
-    if bad:
-        raise ConfigError(f"sweep config {path}: unknown modes {', '.join(sorted(bad))}; use {', '.join(MODES)}")
-    train_modes = spec.get("train_modes") or {}
-    if not isinstance(train_modes, dict) or not set(train_modes) | set(train_modes.values()) <= set(MODES):
-        raise ConfigError(f"sweep config {path}: train_modes maps a mode to the mode it trains in, "
-                          f"e.g. {{non-transductive: transductive}}")
+    """Read and check a sweep spec: every run's config is built (and validated) before anything trains."""
+    path = Path(path)
+    spec = read_spec(path, "sweep", SPEC_KEYS, set())
+    spec["runs"] = {name: expand_includes(dict(o or {}), path.parent) for name, o in (spec.get("runs") or {"": {}}).items()}
+    spec.setdefault("runs_dir", f"runs/sweep/{path.stem}")
+    spec.setdefault("output", f"results/sweep_{path.stem}")
+    test = spec.setdefault("test", {})
+    if not isinstance(test, dict) or set(test) - TEST_KEYS:
+        raise ConfigError(f"sweep config {path}: test takes {', '.join(sorted(TEST_KEYS))}, got {test!r}")
+    grid = spec.setdefault("grid", {})
+    if not isinstance(grid, dict) or not all(isinstance(v, list) and v for v in grid.values()):
+        raise ConfigError(f"sweep config {path}: grid maps config keys to non-empty lists of values, got {grid!r}")
+    if spec.get("reference") is not None and spec["reference"] not in expand(spec):
+        raise ConfigError(f"sweep config {path}: reference '{spec['reference']}' is not one of its runs "
+                          f"{', '.join(expand(spec))}")
+    for name, overrides in expand(spec).items():
+        make_config(spec.get("base", {}), **{k: v for k, v in overrides.items() if k != "checkpoint"})
     return spec
 
 
-def label_ratio_sweep(spec: dict[str, Any], progress: bool = True, runs: str | Path = "runs/label_ratio",
-                      only: list[str] | None = None) -> dict:
-    """Train (or resume) and test every (model, mode, ratio) of ``spec``; ``only`` restricts the sweep to those
-    models and writes no report (to run parts of a sweep in parallel, then report with one full call). Test
-    results are cached in each run's directory, so the reporting call only reads them."""
-    base, ev = spec.get("base", {}), {"episodes": 1000, "query": 1, **spec.get("evaluation", {})}
-    train_modes = spec.get("train_modes") or {}
-    shared = make_config(base)
-    splits = load_dataset(shared.dataset, shared.data_root, shared.image_size)
-    unknown = set(only or ()) - set(spec["models"])
-    if unknown:
-        raise ConfigError(f"unknown sweep models {', '.join(sorted(unknown))}; the spec has {', '.join(spec['models'])}")
-    rows = []
-    for name, overrides in spec["models"].items():
-        if only and name not in only:
-            continue
-        overrides = dict(overrides or {})
-        for mode in overrides.pop("modes", None) or spec.get("modes", list(MODES)):
-            trained_as = train_modes.get(mode, mode)
-            for ratio in spec["ratios"]:
-                cfg = make_config(base, **{**overrides, "label_ratio": ratio, "transductive": MODES[trained_as]})
-                # at ratio 1 nothing is unlabeled: keep and drop are the same model, trained once
-                run = f"{cfg.model}_{'drop' if cfg.unlabeled == 'drop' and ratio < 1 else 'keep'}_{trained_as}_r{ratio}"
-                extra = {k: v for k, v in overrides.items() if k not in ("model", "unlabeled")}
-                if extra:  # other overrides make another model: its own runs
-                    run += "_" + hashlib.sha1(repr(sorted(extra.items())).encode()).hexdigest()[:8]
-                cfg = replace(cfg, out=str(Path(runs) / f"{shared.dataset}_{shared.way}w{shared.shot}s" / run))
-                trainer = Trainer(cfg, splits)
-                trainer.fit(resume=True, progress=progress, wait=True)  # parts may share a run
-                res = _test(trainer, replace(cfg, transductive=MODES[mode]), splits, ev)
-                if only:
-                    continue
-                rows.append({"model": name, "mode": mode, "trained": trained_as, "label_ratio": ratio,
-                             "unlabeled": cfg.unlabeled, "labeled_shots": round(ratio * cfg.shot),
-                             "accuracy": res["accuracy"], "accuracy_ci95": res["accuracy_ci95"],
-                             "train_seconds": trainer.train_seconds, "test_seconds": res["seconds"],
-                             "run": cfg.out, "protocol": res["protocol"]})
-    return {"dataset": shared.dataset, "way": shared.way, "shot": shared.shot, "ratios": spec["ratios"],
-            "evaluation": ev, "train_modes": train_modes, "results": rows}
+def expand(spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every run of ``spec``: name -> its config overrides, the grid's combinations crossed with ``runs``."""
+    keys = list(spec.get("grid", {}))
+    points = [dict(zip(keys, values)) for values in itertools.product(*(spec["grid"][k] for k in keys))]
+    out = {}
+    for name, overrides in spec["runs"].items():
+        for point in points:
+            label = ",".join(f"{k}={v}" for k, v in point.items())
+            out["/".join(p for p in (name, label) if p)] = {**overrides, **point}
+    return out
 
 
-def _test(trainer: Trainer, cfg, splits, ev: dict[str, Any]) -> dict[str, Any]:
-    """Test the run's best checkpoint under ``cfg``'s protocol, or read the result cached for the same
-    checkpoint and protocol in the run directory."""
-    unlabeled = cfg.unlabeled if cfg.label_ratio < 1 else "keep"  # nothing to drop at ratio 1
-    mode = "transductive" if cfg.transductive else "non-transductive"
-    episodes = ev["episodes"][mode] if isinstance(ev["episodes"], dict) else ev["episodes"]
-    tag = "trans" if cfg.transductive else "nontrans"
-    path = Path(cfg.out) / f"test_{tag}_{unlabeled}_{episodes}x{ev['query']}_seed{cfg.eval_seed}.json"
-    if path.exists():
-        cached = json.loads(path.read_text())
-        if cached.get("best_iteration") == trainer.best_iteration:
-            return cached
-    trainer.load_best()
-    res = evaluate_config(trainer.method, splits["test"], cfg, episodes, ev["query"])
-    out = {**res.to_dict(), "best_iteration": trainer.best_iteration}
-    atomic_save(json.dumps(out, indent=1), path, write=lambda text, file: Path(file).write_text(text))
+def sweep(spec: dict[str, Any], progress: bool = True, only: list[str] | None = None) -> dict[str, Any]:
+    """Train (or resume, or load) and test every run of ``spec``; ``only`` (names or shell patterns) restricts
+    the sweep to those runs. Returns the summary: per run, its config, training facts and test results."""
+    runs = expand(spec)
+    chosen = [n for n in runs if not only or any(fnmatch(n, pattern) for pattern in only)]
+    if only and not chosen:
+        raise ConfigError(f"--only {' '.join(only)} matches no run of the sweep; its runs are {', '.join(runs)}")
+    base, test = spec.get("base", {}), {"queries": [1], "episodes": 1000, **spec.get("test", {})}
+    splits_of: dict[tuple, Any] = {}
+    rows = {}
+    for name in chosen:
+        # "{runs}" in a value is the sweep's run directory: a run may name an earlier run's checkpoint
+        overrides = {k: v.replace("{runs}", str(spec["runs_dir"])) if isinstance(v, str) else v
+                     for k, v in runs[name].items()}
+        checkpoint = overrides.pop("checkpoint", None)
+        cfg = make_config(base, **{"out": str(Path(spec["runs_dir"]) / name.replace("/", "_")), **overrides})
+        key = (cfg.dataset, cfg.data_root, cfg.image_size)
+        if key not in splits_of:
+            splits_of[key] = load_dataset(*key)
+        rows[name] = run_and_test(cfg, splits_of[key], test, checkpoint, progress)
+    summary = {"spec": {k: spec.get(k) for k in ("base", "grid", "test", "reference")}, "runs": rows}
+    ref = spec.get("reference")
+    if ref in rows:
+        for name, row in rows.items():
+            if name != ref:
+                row["paired_difference"] = paired_differences(rows[ref], row)
+    return summary
+
+
+def run_and_test(cfg, splits, test: dict[str, Any], checkpoint: str | None, progress: bool) -> dict[str, Any]:
+    """Train ``cfg`` (resuming; unless ``checkpoint`` names a trained model) and test its best checkpoint at each
+    of ``test["queries"]``; results cached in the run directory, keyed by the checkpoint and the protocol."""
+    if checkpoint:
+        method, trained = load_trained(checkpoint, cfg.device)
+        facts = {"checkpoint": str(checkpoint), "model": trained.model}
+        tag = str(Path(checkpoint).stat().st_mtime_ns)
+    else:
+        trainer = Trainer(cfg, splits)
+        trainer.fit(resume=True, progress=progress, wait=True)  # parallel parts may share a run
+        method, trained = trainer.method, cfg
+        facts = {"checkpoint": str(Path(cfg.out) / "best.pt"), "best_iteration": trainer.best_iteration,
+                 "iterations_trained": trainer.iteration, "stopped": trainer.stop_reason(),
+                 "best_val_acc": trainer.best_val, "train_seconds": trainer.train_seconds}
+        tag = f"it{trainer.best_iteration}"
+        trainer.load_best()
+    # the run's config sets the test protocol (for a loaded checkpoint: the spec's, not the one it trained with)
+    protocol = replace(cfg, transductive=test.get("transductive", cfg.transductive))
+    cache = Path(cfg.out) / "sweep_tests.json" if not checkpoint else None
+    stored = json.loads(cache.read_text()) if cache is not None and cache.exists() else {}
+    results = {}
+    for q in test["queries"]:
+        key = f"{tag}_q{q}_{test['episodes']}x_seed{protocol.eval_seed}_{'trans' if protocol.transductive else 'nontrans'}"
+        if key not in stored:
+            res = evaluate_config(method, splits["test"], protocol, test["episodes"], q)
+            stored[key] = res.to_dict(per_episode=True)
+        results[str(q)] = stored[key]
+    if cache is not None:
+        atomic_save(json.dumps(stored), cache, write=lambda text, file: Path(file).write_text(text))
+    return {"config": trained.to_dict(), **facts, "test": results}
+
+
+def paired_differences(ref: dict[str, Any], row: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Per test query count both have on the same episodes: mean and 95% CI of (reference − this run)."""
+    out = {}
+    for q, r in row["test"].items():
+        a, b = ref["test"].get(q), r
+        if a is None or any(a["protocol"][k] != b["protocol"][k] for k in EPISODE_KEYS):
+            continue  # not the same episodes
+        mean, ci = mean_ci95(torch.tensor(a["per_episode_accuracy"]) - torch.tensor(b["per_episode_accuracy"]))
+        out[q] = {"mean": mean, "ci95": ci}
     return out
 
 
 def table(summary: dict[str, Any]) -> str:
-    ratios = summary["ratios"]
-    head = "| model | mode | " + " | ".join(f"{int(100 * r)}% labeled" for r in ratios) + " |"
-    lines = [head, "|---|---|" + "---|" * len(ratios)]
-    keys = dict.fromkeys((r["model"], r["mode"]) for r in summary["results"])
-    for model, mode in keys:
-        cells = {r["label_ratio"]: r for r in summary["results"] if r["model"] == model and r["mode"] == mode}
-        lines.append(f"| {model} | {mode} | " + " | ".join(
-            f"{100 * cells[r]['accuracy']:.2f} ± {100 * cells[r]['accuracy_ci95']:.2f}" if r in cells else "–"
-            for r in ratios) + " |")
+    """Markdown: a row per run, a column per test query count, paired differences where a reference is set."""
+    queries = list(dict.fromkeys(q for r in summary["runs"].values() for q in r["test"]))
+    ref = summary["spec"].get("reference")
+    head = "| run | " + " | ".join(f"test: {q} q/class (%)" for q in queries)
+    head += f" | {ref} − run (paired, %)" if ref else ""
+    lines = [head + " | train time | best iteration |", "|---|" + "---|" * (len(queries) + bool(ref) + 2)]
+    for name, r in summary["runs"].items():
+        cells = [f"{100 * r['test'][q]['accuracy']:.2f} ± {100 * r['test'][q]['accuracy_ci95']:.2f}"
+                 if q in r["test"] else "–" for q in queries]
+        if ref:
+            d = r.get("paired_difference", {})
+            cells.append(", ".join(f"{100 * v['mean']:+.2f} ± {100 * v['ci95']:.2f} ({q} q)" for q, v in d.items()) or "—")
+        took = f"{r['train_seconds'] / 60:.1f} min" if r.get("train_seconds") is not None else "loaded"
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {took} | {r.get('best_iteration', '–')} |")
     return "\n".join(lines)
 
 
 def write(summary: dict[str, Any], output: str | Path) -> dict[str, Path]:
-    """``<output>.json``, ``<output>.md`` and ``<output>.png`` (accuracy against label ratio, 95% CI bands)."""
+    """``<output>.json``, ``<output>.md`` and ``<output>.png``: grouped bars per run, one per test query count,
+    with 95% CIs."""
+    names = list(summary["runs"])
+    queries = list(dict.fromkeys(q for r in summary["runs"].values() for q in r["test"]))
+
     def draw(ax) -> None:
-        for model, mode in dict.fromkeys((r["model"], r["mode"]) for r in summary["results"]):
-            rs = sorted((r for r in summary["results"] if r["model"] == model and r["mode"] == mode),
-                        key=lambda r: r["label_ratio"])
-            x = [100 * r["label_ratio"] for r in rs]
-            y = [100 * r["accuracy"] for r in rs]
-            ci = [100 * r["accuracy_ci95"] for r in rs]
-            line, = ax.plot(x, y, marker="o", label=f"{model} ({mode})")
-            ax.fill_between(x, [a - c for a, c in zip(y, ci)], [a + c for a, c in zip(y, ci)], alpha=0.2,
-                            color=line.get_color())
-        ax.set_xlabel("labeled supports (%)")
+        width = 0.8 / len(queries)
+        low = 100.0
+        for i, q in enumerate(queries):
+            rows = [summary["runs"][n]["test"].get(q) for n in names]
+            acc = [100 * r["accuracy"] if r else 0.0 for r in rows]
+            err = [100 * r["accuracy_ci95"] if r else 0.0 for r in rows]
+            ax.bar([j + i * width for j in range(len(names))], acc, width, yerr=err, capsize=3, label=f"{q} q/class")
+            low = min(low, *(a for a, r in zip(acc, rows) if r))
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(names))], names, rotation=30, ha="right", fontsize=7)
+        ax.set_ylim(max(0.0, low - 10), 100)
         ax.set_ylabel("query accuracy (%)")
-        ax.set_title(f"{summary['dataset']} {summary['way']}-way {summary['shot']}-shot", fontsize=9)
         ax.legend(fontsize=7)
 
-    return write_report(summary, table(summary), output, draw)
+    return write_report(summary, table(summary), output, draw, figsize=(0.9 * len(names) + 2.5, 3.6))

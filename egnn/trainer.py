@@ -58,8 +58,8 @@ def build_method(cfg: Config, in_channels: int, image_size: int) -> FewShotMetho
         if stats is not None:
             method.set_normalization(*stats)
         return method
-    backbone = backbone_from_config(cfg, in_channels, image_size, cfg.embedding)
-    return method_class(cfg.model).from_config(backbone, cfg)
+    kind = method_class(cfg.model)
+    return kind.from_config(backbone_from_config(cfg, in_channels, image_size, kind.embedding_features(cfg)), cfg)
 
 
 def load_backbone(cfg: Config, in_channels: int, image_size: int):
@@ -225,6 +225,7 @@ class Trainer:
             self.method.prepare_data_parallel()
             self.model = torch.nn.parallel.DistributedDataParallel(
                 self.method, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.method.bind_training_split(self.splits["train"])
         self.augment = resolve_augment(cfg.augment, cfg.dataset)
         self.follow_up = None  # a second meta-batch per iteration, built from the first one's output
         if cfg.hard_tasks:
@@ -232,10 +233,9 @@ class Trainer:
 
             self.follow_up = hard_task_batch
         trainable = [p for p in self.method.parameters() if p.requires_grad]  # a frozen backbone stays frozen
-        self.optimizer = torch.optim.Adam(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, cfg.lr_halve_every, gamma=0.5)
+        self.optimizer, self.scheduler = self.method.optimizer(trainable, cfg)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")  # fp16 gradients underflow
-        self.samplers: dict[int, EpisodeSampler] = {}  # one per queries-per-class value
+        self.samplers: dict[int, Any] = {}  # one per queries-per-class value
         self.sampler = self.train_sampler(cfg.query)
         self.out = Path(cfg.out)
         self.iteration, self.best_val, self.best_iteration = 0, -1.0, 0
@@ -281,11 +281,10 @@ class Trainer:
             lines = [ln for ln in log.read_text().splitlines() if json.loads(ln)["iteration"] <= self.iteration]
             log.write_text("".join(ln + "\n" for ln in lines))
 
-    def train_sampler(self, query: int) -> EpisodeSampler:
-        cfg = self.cfg
+    def train_sampler(self, query: int):
+        """The method's training sampler (episodes, for episodic methods) for ``query`` queries per class."""
         if query not in self.samplers:
-            self.samplers[query] = EpisodeSampler(self.splits["train"], cfg.way, cfg.shot, query, seed=cfg.seed,
-                                                  label_ratio=cfg.label_ratio, drop_unlabeled=cfg.unlabeled == "drop")
+            self.samplers[query] = self.method.training_sampler(self.splits["train"], self.cfg, query)
         return self.samplers[query]
 
     def batch_query(self) -> int:
@@ -313,7 +312,7 @@ class Trainer:
     def update(self, episodes) -> tuple[float, float, Any]:
         """One optimiser step on a list of episodes; returns loss, query accuracy and the method's output."""
         cfg = self.cfg
-        batch = collate(episodes, full_edges=not self.method.builds_own_edges(cfg.transductive))
+        batch = self.method.collate_training(episodes, cfg.transductive)
         if self.augment != "none":  # a pure function of (seed, iteration, rank), like the episodes: resumes bitwise
             gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 7_777_777_777 + self.iteration * 997 + self.rank)
             batch.x = augment(batch.x, self.augment, gen)
@@ -471,7 +470,7 @@ def load_trained_with_inputs(checkpoint: str | Path, device: str = "cpu") -> tup
 def use_sparse_graphs(method: FewShotMethod, knn: int, checkpoint: str | Path, model: str) -> None:
     """``--knn`` on a loaded checkpoint (``egnn eval``, ``egnn predict``): transductive EGNN on kNN graphs of
     ``knn`` neighbours, 0 for dense; a one-line error for a model without sparse graphs."""
-    if not hasattr(method, "knn"):
+    if not method.sparse_graphs:
         raise UserError(f"--knn needs an EGNN checkpoint; {checkpoint} holds a {model} model")
     method.knn = make_config(knn=knn).knn  # validated as a config value
 

@@ -15,7 +15,6 @@ import torch
 
 from egnn.episodes import Episode
 from egnn.graph import DenseEpisodes, collate
-from egnn.losses import edge_accuracy
 from egnn.methods import EGNNMethod
 
 ROLE_SHAPES = {"support": "o", "query": "s", "unlabeled": "^"}

@@ -7,12 +7,11 @@ from egnn.trainer import Trainer, evaluate_config, load_trained
 from tests.test_trainer import SPLITS
 
 
-def test_pretrain_meta_transfer_then_egnn_on_the_ss_backbone(tmp_path, monkeypatch):
-    monkeypatch.setattr(P, "load_dataset", lambda *a, **k: SPLITS)
+def test_pretrain_meta_transfer_then_egnn_on_the_ss_backbone(tmp_path):
     base = dict(backbone="resnet12", widths="8,8,12,12", way=3, shot=1, query=2, eval_query=2, val_episodes=4,
                 eval_batch=2, test_episodes=4, seed=1)
-    P.pretrain(make_config(**base, iterations=3, val_every=3, lr=0.05, out=str(tmp_path / "pre")), batch_size=16,
-               log=lambda _: None)
+    Trainer(P.pretrain_config(base, iterations=3, val_every=3, lr=0.05, tasks_per_batch=16,
+                              out=str(tmp_path / "pre")), SPLITS).fit(progress=False)
     pre = str(tmp_path / "pre" / "best.pt")
     # stage 2: MTL's classifier, only SS and the base learner's initialisation train, with hard tasks
     mtl = Trainer(make_config(**base, model="mtl", backbone_checkpoint=pre, hard_tasks=True, iterations=2,

@@ -1,32 +1,49 @@
 """MTL stage 1: classification pretraining of a backbone."""
+import pytest
 import torch
 
 import egnn.pretrain as P
 from egnn.checkpoint import load_checkpoint
-from egnn.config import make_config
+from egnn.errors import ConfigError
+from egnn.methods import PretrainClassifier
+from egnn.trainer import Trainer
 from tests.test_cli import egnn
 from tests.test_trainer import SPLITS
 
 
 def cfg(out, **kw):
-    return make_config(**{**dict(backbone="resnet12", widths="8,8,12,12", way=3, shot=1, eval_query=2, iterations=6,
-                                 val_every=3, val_episodes=6, eval_batch=3, lr=0.05, weight_decay=5e-4, out=str(out)),
-                          **kw})
+    return P.pretrain_config(**{**dict(widths="8,8,12,12", way=3, shot=1, eval_query=2, iterations=6, val_every=3,
+                                       val_episodes=6, eval_batch=3, test_episodes=6, lr=0.05, tasks_per_batch=16,
+                                       out=str(out)), **kw})
 
 
-def test_pretraining_resumes_bitwise(tmp_path, monkeypatch):
-    monkeypatch.setattr(P, "load_dataset", lambda *a, **k: SPLITS)
-    whole = P.pretrain(cfg(tmp_path / "whole"), batch_size=16, log=lambda _: None)
-    P.pretrain(cfg(tmp_path / "split"), batch_size=16, log=lambda _: None, stop_at=3)  # "killed" at 3
-    P.pretrain(cfg(tmp_path / "split"), batch_size=16, resume=True, log=lambda _: None)
+def test_pretraining_runs_on_the_one_trainer_and_resumes_bitwise(tmp_path):
+    whole = Trainer(cfg(tmp_path / "whole"), SPLITS)
+    assert isinstance(whole.method, PretrainClassifier) and isinstance(whole.optimizer, torch.optim.SGD)
+    assert whole.method.head.out_features == SPLITS["train"].num_classes
+    whole.fit(progress=False)
+    broken = Trainer(cfg(tmp_path / "split"), SPLITS)  # "killed" right after its checkpoint at iteration 3
+    broken.out.mkdir(parents=True)
+    while broken.iteration < 3:
+        broken.step()
+    broken.end_period([0.0], [0.0], 0.0)
+    resumed = Trainer(cfg(tmp_path / "split"), SPLITS)
+    resumed.fit(resume=True, progress=False)
     a, b = load_checkpoint(tmp_path / "whole" / "last.pt"), load_checkpoint(tmp_path / "split" / "last.pt")
+    assert a["iteration"] == b["iteration"] == 6
     for k, v in a["model"].items():
         assert torch.equal(v, b["model"][k]), k
-    # best.pt holds the best validation accuracy the run reports
-    best = load_checkpoint(tmp_path / "whole" / "best.pt")
-    assert best["val_acc"] == whole["best_val_acc"] > 1 / 3  # above 3-way chance after 6 iterations
+    assert a["scheduler"]["milestones"] == {3: 1, 4: 1} and a["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.05 * 0.01)
+    # best.pt holds the best validation accuracy the run reports, above 3-way chance after 6 iterations
+    assert load_checkpoint(tmp_path / "whole" / "best.pt")["val_acc"] == whole.best_val > 1 / 3
 
 
+def test_pretraining_defaults_are_the_same_for_the_api_and_the_cli():
+    api = P.pretrain_config()
+    assert (api.model, api.backbone, api.lr, api.weight_decay, api.tasks_per_batch, api.iterations) == (
+        "classifier", "resnet12", 0.1, 5e-4, 128, 2000)
+    with pytest.raises(ConfigError, match="takes no --knn"):
+        P.pretrain_config(hard_tasks=True)
 
 
 def test_mtl_stages_through_the_cli(tmp_path):
@@ -34,6 +51,7 @@ def test_mtl_stages_through_the_cli(tmp_path):
                "--batch-size", 16, "--out", tmp_path / "p")
     assert pre.returncode == 0, pre.stderr
     assert "pretrained resnet12" in pre.stdout and (tmp_path / "p" / "best.pt").exists()
+    assert "test (nearest prototypes of the features): glyphs/test 5-way 1-shot" in pre.stdout
     mt = egnn("meta-transfer", "--pretrained", tmp_path / "p" / "best.pt", "--iterations", 2, "--tasks-per-batch", 2,
               "--val-every", 2, "--val-episodes", 4, "--test-episodes", 4, "--inner-steps", 2, "--out", tmp_path / "m",
               "--quiet")

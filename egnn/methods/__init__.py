@@ -3,10 +3,11 @@ from __future__ import annotations
 
 from egnn.errors import ConfigError
 from egnn.methods.base import FewShotMethod, MethodOutput
+from egnn.methods.classifier import PretrainClassifier
 from egnn.methods.egnn import EGNNMethod
 from egnn.methods.mtl import MTLClassifier
 
-METHODS: dict[str, type[FewShotMethod]] = {"egnn": EGNNMethod, "mtl": MTLClassifier}
+METHODS: dict[str, type[FewShotMethod]] = {"egnn": EGNNMethod, "mtl": MTLClassifier, "classifier": PretrainClassifier}
 
 
 def register_method(name: str):
@@ -24,4 +25,4 @@ def method_class(name: str) -> type[FewShotMethod]:
     return METHODS[name]
 
 
-__all__ = ["METHODS", "EGNNMethod", "FewShotMethod", "MethodOutput", "method_class", "register_method"]
+__all__ = ["METHODS", "EGNNMethod", "FewShotMethod", "MethodOutput", "PretrainClassifier", "method_class", "register_method"]

@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch_geometric.data import Batch
 from torch_geometric.utils import to_dense_batch
 
@@ -39,6 +40,8 @@ class FewShotMethod(nn.Module):
     #: transductive training with a random number of queries per class per batch (``--query-max -1``, auto) makes
     #: the method robust to the query count at test time: true of graph methods whose queries see each other
     varied_queries: bool = False
+    #: the method can run transductive episodes on sparse kNN graphs (``--knn K``, its ``knn`` attribute)
+    sparse_graphs: bool = False
 
     def __init__(self, backbone: nn.Module) -> None:
         super().__init__()
@@ -104,6 +107,46 @@ class FewShotMethod(nn.Module):
         return t[dense.query_mask].view(t.shape[0], int(q[0]), *t.shape[2:])
 
     # -- what the trainer, the evaluation and egnn predict ask of a method -----------------------------------
+    @classmethod
+    def embedding_features(cls, cfg) -> int:
+        """Width of the embedding the backbone ends in (0: the backbone's own features)."""
+        return cfg.embedding
+
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        """Refuse, with a :class:`~egnn.errors.ConfigError`, settings this method cannot run with; called by
+        :meth:`egnn.config.Config.validate`, so a bad combination fails before any data is read."""
+        if cfg.knn and not cls.sparse_graphs:
+            from egnn.errors import ConfigError
+
+            raise ConfigError(f"--knn builds sparse graphs, which model {cfg.model} does not use: drop --knn, or "
+                              f"use --model egnn")
+
+    def bind_training_split(self, split) -> None:
+        """Called once by the trainer with the training split, before the optimiser is built: where a method's
+        parameters depend on the training classes (a classifier's head), it creates them here."""
+
+    def training_sampler(self, split, cfg, query: int):
+        """What training batches are drawn from: ``.batch(first, count)`` is batch ``first..first+count`` of a
+        seeded stream. Episodes of ``cfg.way`` classes with ``query`` queries per class, by default."""
+        from egnn.episodes import EpisodeSampler
+
+        return EpisodeSampler(split, cfg.way, cfg.shot, query, seed=cfg.seed, label_ratio=cfg.label_ratio,
+                              drop_unlabeled=cfg.unlabeled == "drop")
+
+    def collate_training(self, items, transductive: bool):
+        """One model input from a training sampler's batch (with ``.x`` images and ``.to(device)``): by default
+        the episodes as one disconnected graph batch."""
+        from egnn.graph import collate
+
+        return collate(items, full_edges=not self.builds_own_edges(transductive))
+
+    def optimizer(self, params, cfg):
+        """``(optimizer, scheduler)`` for the trainable ``params``, the scheduler stepped once per iteration:
+        EGNN's Adam with the learning rate halved every ``lr_halve_every`` iterations, by default."""
+        opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return opt, torch.optim.lr_scheduler.StepLR(opt, cfg.lr_halve_every, gamma=0.5)
+
     def builds_own_edges(self, transductive: bool) -> bool:
         """True where the method builds its own (sparse) edges: the batch then carries nodes only."""
         return False
@@ -133,3 +176,11 @@ class FewShotMethod(nn.Module):
 
     def loss(self, out: MethodOutput) -> torch.Tensor:
         raise NotImplementedError
+
+
+def prototype_logits(v: torch.Tensor, dense: DenseEpisodes) -> torch.Tensor:
+    """``(B, Q, way)`` negative squared Euclidean distances of the queries to the class prototypes, each the mean
+    embedding of its class's *labeled* supports, for node features ``v (B, N, D)``."""
+    onehot = F.one_hot(dense.y.clamp_min(0), dense.way).to(v.dtype) * dense.labeled_mask[..., None]  # (B, N, way)
+    prototypes = onehot.transpose(1, 2) @ v / onehot.sum(1)[..., None].clamp_min(1)  # (B, way, D)
+    return -torch.cdist(FewShotMethod.queries(v, dense), prototypes).pow(2)

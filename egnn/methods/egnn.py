@@ -25,6 +25,7 @@ class EGNNMethod(FewShotMethod):
     """
 
     varied_queries = True
+    sparse_graphs = True
 
     def __init__(self, backbone: nn.Module, num_layers: int = 3, node_features: int = 96,
                  edge_features: int = 96, dropout: float = 0.0, knn: int = 0, slope: float = GRAPH_SLOPE) -> None:

@@ -22,6 +22,14 @@ class MTLClassifier(FewShotMethod):
         self.inner_steps, self.inner_lr = inner_steps, inner_lr
 
     @classmethod
+    def check_config(cls, cfg) -> None:
+        super().check_config(cfg)
+        if cfg.inner_steps < 0 or cfg.inner_lr <= 0:
+            from egnn.errors import ConfigError
+
+            raise ConfigError(f"inner-steps must be >= 0 and inner-lr > 0, got {cfg.inner_steps} and {cfg.inner_lr}")
+
+    @classmethod
     def from_config(cls, backbone, cfg) -> "MTLClassifier":
         return cls(backbone, cfg.way, cfg.inner_steps, cfg.inner_lr)
 

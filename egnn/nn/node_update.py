@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 
 from torch_geometric.nn import MessagePassing
 from torch_geometric.utils import scatter

@@ -1,0 +1,99 @@
+"""egnn sweep: a grid of runs trained through the one trainer, tested on identical episodes, reported once."""
+import json
+
+import pytest
+import torch
+import yaml
+
+from egnn.config import load_config, make_config
+from egnn.errors import ConfigError
+from egnn.losses import mean_ci95
+from egnn.sweep import expand, load_sweep
+from egnn.trainer import Trainer, evaluate_config
+from tests.test_cli import assert_user_error, egnn
+
+BASE = {"dataset": "glyphs", "way": 3, "shot": 1, "query_max": 0, "iterations": 4, "tasks_per_batch": 2,
+        "val_every": 2, "val_episodes": 4, "embedding": 16, "node_features": 8, "edge_features": 8, "eval_batch": 10,
+        "threads": 1}
+
+
+def write_spec(tmp_path, **kw):
+    spec = {"base": BASE, "runs": {"q1": {"query": 1}, "q2": {"query": 2}}, "grid": {"transductive": [True, False]},
+            "test": {"queries": [1, 2], "episodes": 12}, "reference": "q1/transductive=True",
+            "output": str(tmp_path / "report"), "runs_dir": str(tmp_path / "runs"), **kw}
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    return tmp_path / "sweep.yaml"
+
+
+def test_grid_names_cross_every_run_with_every_combination(tmp_path):
+    spec = load_sweep(write_spec(tmp_path, grid={"transductive": [True, False], "shot": [1, 2]}, reference=None))
+    runs = expand(spec)
+    assert list(runs) == [f"{r}/transductive={t},shot={s}" for r in ("q1", "q2") for t in (True, False) for s in (1, 2)]
+    assert runs["q2/transductive=False,shot=2"] == {"query": 2, "transductive": False, "shot": 2}
+
+
+def test_sweep_trains_what_egnn_train_trains_and_pairs_runs_on_the_same_episodes(tmp_path):
+    proc = egnn("sweep", write_spec(tmp_path), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert (tmp_path / "report.md").read_text().startswith("| run |") and (tmp_path / "report.png").stat().st_size
+    assert report["git_revision"] and "egnn sweep" in report["command"]
+    # the same config trained directly gives bit-identical test episodes' accuracies
+    cfg = make_config(BASE, query=2, transductive=False, out=str(tmp_path / "direct"))
+    trainer = Trainer(cfg)
+    trainer.fit(progress=False)
+    trainer.load_best()
+    direct = evaluate_config(trainer.method, trainer.splits["test"], cfg, 12, 2)
+    row = report["runs"]["q2/transductive=False"]
+    assert row["test"]["2"]["per_episode_accuracy"] == direct.per_episode
+    assert row["iterations_trained"] == 4 and row["config"]["query"] == 2
+    # paired differences: reference minus run, episode by episode, at each test query count
+    ref = report["runs"]["q1/transductive=True"]["test"]["2"]["per_episode_accuracy"]
+    mean, ci = mean_ci95(torch.tensor(ref) - torch.tensor(direct.per_episode))
+    assert row["paired_difference"]["2"] == {"mean": mean, "ci95": ci}
+    assert "paired_difference" not in report["runs"]["q1/transductive=True"]
+
+
+def test_parts_run_alone_then_one_call_reports_from_their_cache(tmp_path):
+    spec = write_spec(tmp_path)
+    assert egnn("sweep", spec, "--only", "q1/*", "--quiet").returncode == 0
+    assert not (tmp_path / "report.json").exists()  # a part writes no report
+    part = egnn("sweep", spec, "--only", "q2/transductive=True", "--quiet")
+    assert part.returncode == 0 and "q2/transductive=True" in part.stdout
+    tested = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").glob("*/best.pt")}
+    assert len(tested) == 3
+    assert egnn("sweep", spec, "--quiet").returncode == 0  # trains only the missing run, tests only it
+    assert all(p.stat().st_mtime_ns == t for p, t in tested.items())
+    assert len(json.loads((tmp_path / "report.json").read_text())["runs"]) == 4
+    assert_user_error(egnn("sweep", spec, "--only", "nope"), "--only nope matches no run of the sweep")
+
+
+def test_bad_sweep_specs_are_one_line_errors(tmp_path):
+    assert_user_error(egnn("sweep", write_spec(tmp_path, grid={"way": 5})), "grid maps config keys to non-empty lists")
+    assert_user_error(egnn("sweep", write_spec(tmp_path, reference="q9")), "reference 'q9' is not one of its runs")
+    assert_user_error(egnn("sweep", write_spec(tmp_path, runs={"a": {"wayy": 3}}, reference=None)),
+                      "unknown config key(s) wayy")
+    assert_user_error(egnn("sweep", write_spec(tmp_path, tests={})), "unknown tests")
+
+
+def test_shipped_sweep_specs_parse(tmp_path):
+    from pathlib import Path
+
+    specs = sorted(Path("configs").glob("sweep_*.yaml")) + [Path("configs/gpu_omniglot.yaml")]
+    assert len(specs) >= 5
+    for path in specs:
+        assert expand(load_sweep(path)), path
+
+
+def test_config_files_include_a_base_file_and_override_it(tmp_path):
+    (tmp_path / "base.yaml").write_text("way: 20\nshot: 5\niterations: 7\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "run.yaml").write_text("include: ../base.yaml\nshot: 1\n")  # relative to the including file
+    cfg = load_config(tmp_path / "sub" / "run.yaml", iterations=9)
+    assert (cfg.way, cfg.shot, cfg.iterations) == (20, 1, 9)  # base < including file < flags
+    (tmp_path / "loop.yaml").write_text("include: loop.yaml\n")
+    with pytest.raises(ConfigError, match="includes itself"):
+        load_config(tmp_path / "loop.yaml")
+    (tmp_path / "missing.yaml").write_text("include: nowhere.yaml\n")
+    with pytest.raises(ConfigError, match="nowhere.yaml not found"):
+        load_config(tmp_path / "missing.yaml")
