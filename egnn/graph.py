@@ -16,6 +16,7 @@ from torch_geometric.data import Batch, Data
 from torch_geometric.utils import to_dense_adj, to_dense_batch
 
 from egnn.episodes import Episode
+from egnn.nn.utils import full_mask
 
 
 def init_edge_attr(labels: torch.Tensor, labeled: torch.Tensor) -> torch.Tensor:
@@ -70,6 +71,7 @@ def collate(episodes: list[Episode], full_edges: bool = True) -> Batch:
     labeled[:s] = first.labeled
     nodes = dict(x=torch.cat([e.images for e in episodes]), y=y.flatten(), support_mask=support.repeat(b),
                  nodes_per_episode=n,  # every episode has n nodes: lets the encoder see node slots without a sync
+                 supports_per_episode=s, episode_way=first.way,  # the dense view then needs no sync either
                  query_mask=(~support).repeat(b), labeled_mask=labeled.repeat(b), way=torch.full((b,), first.way),
                  batch=torch.arange(b).repeat_interleave(n), ptr=torch.arange(b + 1) * n)
     if not full_edges:
@@ -101,9 +103,22 @@ class DenseEpisodes:
     labeled_mask: torch.Tensor
     y: torch.Tensor
     way: int
+    supports: int | None = None  # per episode, when every episode has the same layout (known on the host)
+    queries: int | None = None
 
     @classmethod
     def from_batch(cls, batch: Batch) -> "DenseEpisodes":
+        """The dense view of ``batch``. Equal-sized episodes collated by :func:`collate` are reshaped, with no
+        host synchronisation; any other batch is padded with ``to_dense_batch`` (which reads sizes from the
+        device)."""
+        n, s = getattr(batch, "nodes_per_episode", None), getattr(batch, "supports_per_episode", None)
+        if isinstance(n, int) and isinstance(s, int) and getattr(batch, "edge_attr", None) is not None:
+            b = batch.ptr.shape[0] - 1
+            view = lambda t: t.view(b, n)  # noqa: E731
+            return cls(init_edges=batch.edge_attr.view(b, n, n, 2), node_mask=full_mask(b, n, device=batch.y.device),
+                       support_mask=view(batch.support_mask), query_mask=view(batch.query_mask),
+                       labeled_mask=view(batch.labeled_mask), y=view(batch.y), way=batch.episode_way,
+                       supports=s, queries=n - s)
         b = batch.batch
         node_mask = to_dense_batch(b.new_ones(b.numel(), dtype=torch.bool), b)[0]
         dense = lambda t: to_dense_batch(t, b)[0]  # noqa: E731
@@ -125,9 +140,13 @@ class DenseEpisodes:
 
         Requires equal-sized episodes with supports first, as :func:`episode_to_graph` builds them.
         """
-        s, n = int(self.support_mask[0].sum()), self.node_mask.shape[1]
-        if not (self.node_mask.all() and self.support_mask[:, :s].all() and not self.support_mask[:, s:].any()):
-            raise ValueError("Expected equal-sized episodes with supports first for non-transductive inference")
+        n = self.node_mask.shape[1]
+        if self.supports is not None:  # laid out by collate: supports first, equal sizes
+            s = self.supports
+        else:
+            s = int(self.support_mask[0].sum())
+            if not (self.node_mask.all() and self.support_mask[:, :s].all() and not self.support_mask[:, s:].any()):
+                raise ValueError("Expected equal-sized episodes with supports first for non-transductive inference")
         supports = torch.arange(s, device=self.y.device).expand(n - s, s)
         return torch.cat([supports, torch.arange(s, n, device=self.y.device)[:, None]], 1)
 

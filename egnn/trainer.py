@@ -296,7 +296,9 @@ class Trainer:
         return int(torch.randint(low, high + 1, (1,), generator=gen))
 
     # -- loop --------------------------------------------------------------------------------------------
-    def step(self) -> tuple[float, float]:
+    def step(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """One training iteration; returns its loss and query accuracy as 0-d tensors on the device. Nothing here
+        waits for the device: the values are read (and checked for NaN) once per validation period."""
         cfg = self.cfg
         sampler = self.train_sampler(self.batch_query())
         local = cfg.tasks_per_batch // self.world  # this rank's share of the meta-batch
@@ -307,10 +309,11 @@ class Trainer:
             self.update(self.follow_up(out, episodes, sampler, first))
         self.scheduler.step()
         self.iteration += 1
-        return average(loss), average(acc)
+        return loss, acc
 
-    def update(self, episodes) -> tuple[float, float, Any]:
-        """One optimiser step on a list of episodes; returns loss, query accuracy and the method's output."""
+    def update(self, episodes) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        """One optimiser step on a training sampler's batch; returns loss and query accuracy (0-d tensors, not
+        synchronised) and the method's output."""
         cfg = self.cfg
         batch = self.method.collate_training(episodes, cfg.transductive)
         if self.augment != "none":  # a pure function of (seed, iteration, rank), like the episodes: resumes bitwise
@@ -319,14 +322,11 @@ class Trainer:
         with out_of_memory_hint("--tasks-per-batch"), autocast(self.device, cfg.precision):
             out = self.model(batch.to(self.device), transductive=cfg.transductive)
             loss = self.method.loss(out)
-        if not torch.isfinite(loss):
-            raise UserError(f"loss became {loss.item()} at iteration {self.iteration + 1}; the last good checkpoint "
-                            f"is kept in {self.out}: lower --lr, or resume with --resume")
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()  # scaling is the identity unless fp16
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        return loss.item(), query_accuracy(out.logits, out.query_labels).mean().item(), out
+        return loss.detach(), query_accuracy(out.logits.detach(), out.query_labels).mean(), out
 
     def validate(self) -> float:
         return evaluate_config(self.method, self.splits["val"], self.cfg, self.cfg.val_episodes,
@@ -352,6 +352,7 @@ class Trainer:
         losses, accs, tick = [], [], time.perf_counter()
         lines = progress and not sys.stderr.isatty()  # logs and pipes get one line per validation, not a bar
         bar = _progress(progress and not lines)
+        live = self.device.type == "cpu"  # the bar shows each step's loss where reading it costs no device sync
         with bar:
             task = bar.add_task("train", total=cfg.iterations, completed=self.iteration, loss=math.nan, acc=math.nan,
                                 val=_shown(self.best_val)) if progress and not lines else None
@@ -359,13 +360,16 @@ class Trainer:
                 loss, acc = self.step()
                 losses.append(loss)
                 accs.append(acc)
+                shown = (float(loss), float(acc)) if live else None
                 if self.iteration % cfg.val_every == 0 or self.iteration == cfg.iterations:
                     record = self.end_period(losses, accs, time.perf_counter() - tick)
+                    shown = record["loss"], record["train_acc"]
                     if lines:
                         print(json.dumps(record), file=sys.stderr, flush=True)
                     losses, accs, tick = [], [], time.perf_counter()
                 if task is not None:
-                    bar.update(task, completed=self.iteration, loss=loss, acc=acc, val=_shown(self.best_val))
+                    fields = dict(zip(("loss", "acc"), shown)) if shown else {}
+                    bar.update(task, completed=self.iteration, val=_shown(self.best_val), **fields)
 
     def stop_reason(self) -> str | None:
         """Why training is over, or None: ``iterations`` done, ``patience`` validations without a new best, or the
@@ -382,11 +386,19 @@ class Trainer:
             return "max-minutes"
         return None
 
-    def end_period(self, losses: list[float], accs: list[float], seconds: float) -> dict[str, Any]:
-        """Validate, keep the best model, log, then checkpoint: the log line is written before ``last.pt``,
-        so a run killed in between resumes with a log that matches its checkpoint."""
+    def end_period(self, losses: list[torch.Tensor], accs: list[torch.Tensor], seconds: float) -> dict[str, Any]:
+        """Check the period's losses, validate, keep the best model, log, then checkpoint: the log line is written
+        before ``last.pt``, so a run killed in between resumes with a log that matches its checkpoint. A
+        non-finite loss stops the run here, before anything is saved, naming the iteration it appeared at."""
+        period = torch.stack([torch.as_tensor(v, dtype=torch.float32) for v in losses]).cpu()  # the one sync
+        bad = (~torch.isfinite(period)).nonzero()
+        if len(bad):
+            at = self.iteration - len(losses) + int(bad[0]) + 1
+            raise UserError(f"loss became {float(period[int(bad[0])])} at iteration {at}; the last good checkpoint "
+                            f"is kept in {self.out}: lower --lr, or resume with --resume")
         val = self.validate()
-        record = {"iteration": self.iteration, "loss": float(np.mean(losses)), "train_acc": float(np.mean(accs)),
+        train_acc = torch.stack([torch.as_tensor(v, dtype=torch.float32) for v in accs]).mean()
+        record = {"iteration": self.iteration, "loss": average(period.mean()), "train_acc": average(train_acc),
                   "val_acc": val, "lr": self.optimizer.param_groups[0]["lr"], "seconds": round(seconds, 2)}
         self.train_seconds += record["seconds"]
         improved = val > self.best_val

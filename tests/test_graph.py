@@ -59,3 +59,34 @@ def test_fast_collate_equals_pyg_batching():
                     "way", "batch", "ptr"):
             a, b = getattr(fast, key), getattr(slow, key)
             assert a.dtype == b.dtype and torch.equal(a, b), key
+
+
+def test_equal_sized_batches_take_the_sync_free_dense_view_and_compute_the_same():
+    """collate's layout lets the dense view be a reshape (no host sync on a GPU). It must equal the padded view
+    of the same graphs batched by PyG, and EGNN must compute the same outputs and gradients on both."""
+    from torch_geometric.data import Batch
+
+    from egnn.nn.utils import all_real
+    from tests.conftest import make_method
+
+    for labeled_shots in (None, 1):
+        eps = [make_episode(way=3, shot=2, query=2, labeled_shots=labeled_shots, seed=s) for s in range(4)]
+        fast_batch, slow_batch = collate(eps), Batch.from_data_list([episode_to_graph(e) for e in eps])
+        slow_batch.nodes_per_episode = 12  # the same encoder statistics per node slot; only the dense view differs
+        fast, slow = DenseEpisodes.from_batch(fast_batch), DenseEpisodes.from_batch(slow_batch)
+        assert (fast.supports, fast.queries) == (6, 6) and slow.queries is None
+        assert all_real(fast.node_mask) and fast.node_mask.is_full and not hasattr(slow.node_mask, "is_full")
+        for key in ("init_edges", "node_mask", "support_mask", "query_mask", "labeled_mask", "y"):
+            assert torch.equal(getattr(fast, key), getattr(slow, key)), key
+        assert fast.way == slow.way == 3 and torch.equal(fast.per_query_index(), slow.per_query_index())
+        for transductive in (True, False):
+            grads = []
+            for batch in (fast_batch, slow_batch):
+                method = make_method(seed=3).train()
+                out = method(batch, transductive=transductive)
+                method.loss(out).backward()
+                grads.append((out.logits, [p.grad for p in method.parameters() if p.grad is not None]))
+            (a, ga), (b, gb) = grads
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+            for x, y in zip(ga, gb):
+                torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-6)

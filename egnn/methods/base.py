@@ -95,12 +95,17 @@ class FewShotMethod(nn.Module):
         if x.dim() != 4:
             raise ValueError(f"Expected images of shape (nodes, C, H, W), got {tuple(x.shape)}")
         feats = self.encode(x, slots=nodes_per_episode(batch))  # (T, D)
+        dense = DenseEpisodes.from_batch(batch)
+        if dense.queries is not None:  # equal-sized episodes: a reshape, no host sync
+            return feats.view(dense.y.shape[0], dense.y.shape[1], -1), dense
         v, _ = to_dense_batch(feats, batch.batch)  # (B, N, D)
-        return v, DenseEpisodes.from_batch(batch)
+        return v, dense
 
     @staticmethod
     def queries(t: torch.Tensor, dense: DenseEpisodes) -> torch.Tensor:
         """Rows of ``t (B, N, ...)`` at query nodes: ``(B, Q, ...)``; every episode must hold Q queries."""
+        if dense.queries is not None:  # collated layout: supports first, then the queries; no host sync
+            return t[:, dense.supports:]
         q = dense.query_mask.sum(1)
         if (q != q[0]).any():
             raise ValueError(f"Expected the same number of queries in every episode, got {q.tolist()}")

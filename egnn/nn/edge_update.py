@@ -5,8 +5,8 @@ import torch
 import torch.nn as nn
 from torch_geometric.utils import scatter
 
-from egnn.nn.utils import (GRAPH_SLOPE, masked_apply, mlp, off_diagonal, row_groups, row_normalize, uses_groups,
-                            weighted_apply)
+from egnn.nn.utils import (GRAPH_SLOPE, all_real, full_mask, masked_apply, mlp, off_diagonal, row_groups,
+                            row_normalize, uses_groups, weighted_apply)
 
 
 class EdgeUpdate(nn.Module):
@@ -56,7 +56,9 @@ class EdgeUpdate(nn.Module):
                 m.reset_parameters()
 
     def forward(self, v: torch.Tensor, e: torch.Tensor, node_mask: torch.Tensor) -> torch.Tensor:
-        pair_mask = node_mask[:, :, None] & node_mask[:, None, :]  # (B, N, N) real pairs, self-loops included
+        b, n = node_mask.shape
+        pair_mask = full_mask(b, n, n, device=node_mask.device) if all_real(node_mask) else (
+            node_mask[:, :, None] & node_mask[:, None, :])  # (B, N, N) real pairs, self-loops included
         sim = self.pair_similarity(v, node_mask) if self.symmetric else torch.sigmoid(
             masked_apply(self.similarity, (v[:, :, None] - v[:, None, :]).abs(), pair_mask))  # (B, N, N, 1)
         prior = e * off_diagonal(node_mask)[..., None]  # (B, N, N, 2)
@@ -71,9 +73,10 @@ class EdgeUpdate(nn.Module):
         r""":math:`\sigma(f_e(|v_i - v_j|))` for all ordered pairs ``(B, N, N, 1)``, computed once per unordered pair."""
         b, n, _ = v.shape
         iu, ju = torch.triu_indices(n, n, 1, device=v.device)  # (P,) each, i < j
-        valid = node_mask[:, iu] & node_mask[:, ju]  # (B, P)
+        full = all_real(node_mask)  # equal-sized episodes: every pair is real, nothing to gather or scatter
+        valid = full_mask(b, iu.numel(), device=v.device) if full else node_mask[:, iu] & node_mask[:, ju]  # (B, P)
         rows = (v[:, iu] - v[:, ju]).abs()  # (B, P, F)
-        rows = rows.flatten(0, 1) if bool(valid.all()) else rows[valid]  # (R, F) real pairs only
+        rows = rows.flatten(0, 1) if full else rows[valid]  # (R, F) real pairs only
         group = row_groups(valid) if uses_groups(self.similarity) else None  # graph of each row, for dropout
         real, weight = rows.shape[0], None
         if self.training:  # each graph's self-pairs: one zero row standing for its real nodes
@@ -82,8 +85,11 @@ class EdgeUpdate(nn.Module):
                 group = torch.cat([group, torch.arange(b, device=v.device)])
             weight = torch.cat([rows.new_full((real,), 2.0), node_mask.sum(1).to(rows.dtype)])
         out = torch.sigmoid(weighted_apply(self.similarity, rows, weight, group, b))  # (R [+B], 1)
-        upper = v.new_zeros(b, iu.numel(), 1)
-        upper[valid] = out[:real]
+        if full:
+            upper = out[:real].view(b, iu.numel(), 1)
+        else:
+            upper = v.new_zeros(b, iu.numel(), 1)
+            upper[valid] = out[:real]
         sim = v.new_zeros(b, n, n, 1)
         sim[:, iu, ju] = upper
         sim[:, ju, iu] = upper

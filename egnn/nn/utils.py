@@ -60,10 +60,24 @@ def uses_groups(module: nn.Module) -> bool:
     return any(isinstance(m, TaskDropout) and m.training and m.p > 0 for m in module.modules())
 
 
+def full_mask(*shape: int, device=None) -> torch.Tensor:
+    """An all-``True`` bool mask marked as such, so :func:`all_real` knows it without reading the device."""
+    mask = torch.ones(shape, dtype=torch.bool, device=device)
+    mask.is_full = True
+    return mask
+
+
+def all_real(mask: torch.Tensor) -> bool:
+    """Whether every entry of ``mask`` holds: from the mark of :func:`full_mask` (equal-sized episodes: no host
+    synchronisation), else read from the device."""
+    known = getattr(mask, "is_full", None)
+    return bool(mask.all()) if known is None else known
+
+
 def row_groups(mask: torch.Tensor) -> torch.Tensor:
     """Graph index ``(R,)`` of each ``True`` entry of ``mask (B, ...)``, in ``mask``'s row-major order."""
     index = torch.arange(mask.shape[0], device=mask.device).view(-1, *[1] * (mask.dim() - 1))
-    return index.expand_as(mask)[mask]
+    return index.expand_as(mask).reshape(-1) if all_real(mask) else index.expand_as(mask)[mask]
 
 
 def masked_apply(module: nn.Module, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -72,7 +86,7 @@ def masked_apply(module: nn.Module, x: torch.Tensor, mask: torch.Tensor) -> torc
     draws one mask per graph (index 0 of ``x``).
     """
     groups = row_groups(mask) if uses_groups(module) else None
-    if bool(mask.all()):  # episodes of equal size: no padding, no gather
+    if all_real(mask):  # episodes of equal size: no padding, no gather
         return weighted_apply(module, x.reshape(-1, x.shape[-1]), None, groups, mask.shape[0]).view(*x.shape[:-1], -1)
     rows = weighted_apply(module, x[mask], None, groups, mask.shape[0])
     out = rows.new_zeros(*x.shape[:-1], rows.shape[-1])

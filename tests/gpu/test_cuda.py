@@ -111,3 +111,22 @@ def test_killed_cuda_run_resumes_to_the_same_numbers(tmp_path):
         assert torch.equal(a[key], b[key]), key
     tests = [json.loads((tmp_path / r / "results.json").read_text())["test"][0]["accuracy"] for r in ("whole", "broken")]
     assert tests[0] == tests[1]
+
+
+@pytest.mark.parametrize("transductive", [True, False], ids=["transductive", "non-transductive"])
+def test_a_training_step_never_waits_for_the_gpu(tmp_path, transductive):
+    """Issue 17: no host synchronisation inside a training step (torch raises on any under sync debug mode "error");
+    the values are read once per validation period."""
+    from egnn.config import make_config
+    from egnn.trainer import Trainer
+    from tests.test_trainer import SPLITS
+
+    trainer = Trainer(make_config(way=3, shot=1, query=2, query_max=0, tasks_per_batch=4, transductive=transductive,
+                                  device="cuda", out=str(tmp_path / "r")), SPLITS)
+    trainer.step()  # warm-up: lazy CUDA initialisation may synchronise
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        losses = [trainer.step()[0] for _ in range(3)]
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert all(torch.isfinite(loss) for loss in losses)
