@@ -4,12 +4,14 @@ from __future__ import annotations
 import json
 import sys
 import warnings
+from dataclasses import fields
 from functools import wraps
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+from egnn.config import Config
 from egnn.errors import UserError
 
 warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")  # torch_geometric import noise
@@ -45,86 +47,131 @@ def _queries(text: Optional[str]) -> Optional[list[int]]:
     return values
 
 
-def _flags(values: dict, *skip: str) -> dict:
-    """A command's config overrides: its flags that were given (not None), minus the non-config ones."""
-    return {k: v for k, v in values.items()
-            if v is not None and k not in {*skip, "run", "load_config"} and not k.startswith("_")}
+#: one declaration per config key that commands take as a flag (``--tasks-per-batch`` <-> ``tasks_per_batch``);
+#: a command picks its keys with :func:`config_flags`, so the flags cannot drift apart between commands
+CONFIG_OPTIONS = {
+    "dataset": typer.Option(None, help="glyphs (embedded, default), omniglot, mini-imagenet, "
+        "tiered-imagenet, cifar-fs, fc100 or folder."),
+    "data_root": typer.Option(None, help="Dataset root; default $EGNN_DATA."),
+    "image_size": typer.Option(None, help="Resize images to this size (0: the dataset's own)."),
+    "normalize": typer.Option(None, help="Standardise inputs by the training split's channel "
+        "mean/std: auto (natural images only), on, off."),
+    "augment": typer.Option(None, help="Training augmentation: auto (crop-flip for natural images, "
+        "none for glyphs and Omniglot), none, crop, crop-flip."),
+    "way": typer.Option(None, help="Classes per episode."),
+    "shot": typer.Option(None, help="Labeled examples per class."),
+    "query": typer.Option(None, help="Queries per class in training episodes."),
+    "query_max": typer.Option(None, help="Draw each training batch's queries per class uniformly "
+        "from --query..--query-max (robust to the test query count); 0: fixed "
+        "--query; -1 (default): 15 for transductive EGNN/GNN, else fixed."),
+    "eval_query": typer.Option(None, help="Queries per class in validation/test episodes."),
+    "test_way": typer.Option(None, help="Classes per validation/test episode (default: --way)."),
+    "label_ratio": typer.Option(None, help="Fraction of each class's supports that is labeled."),
+    "unlabeled": typer.Option(None, help="keep the unlabeled supports as graph nodes, or drop them."),
+    "transductive": typer.Option(None, "--transductive/--no-transductive",
+                                                    help="Queries share one graph (default) or each sees only the supports."),
+    "model": typer.Option(None, help="Few-shot method: egnn, gnn, protonet or mtl."),
+    "backbone": typer.Option(None, help="Embedding network: conv4, resnet12, or resnet12-mtl "
+        "(with --backbone-checkpoint)."),
+    "widths": typer.Option(None, help="Backbone widths, e.g. 64,128,256,512."),
+    "backbone_checkpoint": typer.Option(None, help="Pretrained backbone (egnn pretrain or an MTL run): "
+        "frozen, with Scaling-and-Shifting parameters."),
+    "train_ss": typer.Option(None, "--train-ss/--freeze-ss",
+                                                help="With --backbone-checkpoint: meta-train the SS parameters or not."),
+    "hard_tasks": typer.Option(None, "--hard-tasks/--no-hard-tasks",
+                                                  help="MTL's hard-task meta-batch from each batch's failure classes."),
+    "inner_steps": typer.Option(None, help="MTL base learner: gradient steps on the support set."),
+    "inner_lr": typer.Option(None, help="MTL base learner: step size."),
+    "layers": typer.Option(None, help="Graph layers."),
+    "knn": typer.Option(None, help="Sparse transductive graphs: edges from each node's k nearest "
+        "nodes and supports (0: fully connected)."),
+    "dropout": typer.Option(None, help="Graph dropout, whole channels per graph (-1: the "
+        "reference's, 0.1 on mini-imagenet, else 0)."),
+    "encoder_dropout": typer.Option(None, help="Conv-4 Dropout2d after blocks 3, 4 (-1: the "
+        "reference's 0.4, 0.5 on 84px inputs, none on smaller)."),
+    "encoder_norm": typer.Option(None, help="Conv-4 BatchNorm statistics: slot (per node slot, the "
+        "reference) or batch (whole batch)."),
+    "conv4_padding": typer.Option(None, help="reference (second convolution unpadded) or same."),
+    "graph_slope": typer.Option(None, help="LeakyReLU slope of the graph MLPs (reference: 0.01)."),
+    "iterations": typer.Option(None, help="Meta-training iterations."),
+    "tasks_per_batch": typer.Option(None, help="Episodes per iteration (images, for --model classifier)."),
+    "lr": typer.Option(None, help="Learning rate (Adam; SGD for --model classifier)."),
+    "val_every": typer.Option(None, help="Validate and checkpoint every N iterations."),
+    "val_episodes": typer.Option(None, help="Validation episodes."),
+    "patience": typer.Option(None, help="Stop after N validations without a new best (0: off)."),
+    "max_minutes": typer.Option(None, help="Stop at the first validation after this many minutes "
+        "of training, summed over resumes (0: off)."),
+    "test_episodes": typer.Option(None, help="Test episodes."),
+    "out": typer.Option(None, help="Run directory."),
+    "seed": typer.Option(None, help="Seed for episodes and initialisation."),
+    "device": typer.Option(None, help="auto (default: CUDA when available, else CPU), cpu, cuda or "
+        "cuda:N."),
+    "deterministic": typer.Option(None, "--deterministic/--no-deterministic",
+                                  help="Repeatable GPU runs (deterministic kernels; slower)."),
+    "precision": typer.Option(None, help="fp32, bf16 (autocast, CPU or CUDA) or fp16 (CUDA, loss "
+        "scaling)."),
+    "threads": typer.Option(None, help="CPU threads (0: torch default)."),
+    "embedding": typer.Option(None, help="Width of the embedding the backbone ends in."),
+    "node_features": typer.Option(None, help="Node feature width of the graph layers."),
+    "edge_features": typer.Option(None, help="Hidden width of the edge (similarity) network."),
+    "weight_decay": typer.Option(None, help="Optimiser weight decay."),
+    "lr_halve_every": typer.Option(None, help="Halve the learning rate every N iterations (Adam methods)."),
+    "eval_batch": typer.Option(None, help="Episodes per forward pass in validation and test."),
+    "eval_seed": typer.Option(None, help="Seed of the validation and test episodes (independent of --seed)."),
+}
+
+
+def config_flags(*names: str, help: dict | None = None):
+    """Add the flags of the config keys ``names`` to a command (declared once, in :data:`CONFIG_OPTIONS`; the
+    type from :class:`~egnn.config.Config`; ``help`` rewords some for this command). The command receives the
+    given ones as ``overrides`` (keys whose flag was not passed are left out)."""
+    import copy
+    import inspect
+
+    defaults = Config()
+
+    def wrap(fn):
+        own = [p for p in inspect.signature(fn).parameters.values() if p.name != "overrides"]
+        extra = []
+        for name in names:
+            info = copy.copy(CONFIG_OPTIONS[name])
+            if help and name in help:
+                info.help = help[name]
+            value = getattr(defaults, name)
+            kind = str if value is None else type(value)
+            extra.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=Optional[kind]))
+
+        @wraps(fn)
+        def run(**kwargs):
+            overrides = {k: kwargs.pop(k) for k in names if kwargs.get(k) is not None}
+            for k in names:
+                kwargs.pop(k, None)
+            return fn(**kwargs, overrides=overrides)
+
+        run.__signature__ = inspect.Signature([p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + extra)
+        return run
+    return wrap
+
+
+#: ``egnn train`` takes every config key as a flag
+TRAIN_KEYS = tuple(f.name for f in fields(Config))
 
 
 @app.command()
 @user_errors
+@config_flags(*TRAIN_KEYS)
 def train(
     config: Optional[Path] = typer.Option(None, help="YAML config; flags override its keys."),
-    dataset: Optional[str] = typer.Option(None, help="glyphs (embedded, default), omniglot, mini-imagenet, "
-                                          "tiered-imagenet, cifar-fs, fc100 or folder."),
-    data_root: Optional[str] = typer.Option(None, help="Dataset root; default $EGNN_DATA."),
-    image_size: Optional[int] = typer.Option(None, help="Resize images to this size (0: the dataset's own)."),
-    normalize: Optional[str] = typer.Option(None, help="Standardise inputs by the training split's channel "
-                                            "mean/std: auto (natural images only), on, off."),
-    augment: Optional[str] = typer.Option(None, help="Training augmentation: auto (crop-flip for natural images, "
-                                          "none for glyphs and Omniglot), none, crop, crop-flip."),
-    way: Optional[int] = typer.Option(None, help="Classes per episode."),
-    shot: Optional[int] = typer.Option(None, help="Labeled examples per class."),
-    query: Optional[int] = typer.Option(None, help="Queries per class in training episodes."),
-    query_max: Optional[int] = typer.Option(None, help="Draw each training batch's queries per class uniformly "
-                                            "from --query..--query-max (robust to the test query count); 0: fixed "
-                                            "--query; -1 (default): 15 for transductive EGNN/GNN, else fixed."),
-    eval_query: Optional[int] = typer.Option(None, help="Queries per class in validation/test episodes."),
-    test_way: Optional[int] = typer.Option(None, help="Classes per validation/test episode (default: --way)."),
-    label_ratio: Optional[float] = typer.Option(None, help="Fraction of each class's supports that is labeled."),
-    unlabeled: Optional[str] = typer.Option(None, help="keep the unlabeled supports as graph nodes, or drop them."),
-    transductive: Optional[bool] = typer.Option(None, "--transductive/--no-transductive",
-                                                help="Queries share one graph (default) or each sees only the supports."),
-    model: Optional[str] = typer.Option(None, help="Few-shot method: egnn, gnn, protonet or mtl."),
-    backbone: Optional[str] = typer.Option(None, help="Embedding network: conv4, resnet12, or resnet12-mtl "
-                                           "(with --backbone-checkpoint)."),
-    widths: Optional[str] = typer.Option(None, help="Backbone widths, e.g. 64,128,256,512."),
-    backbone_checkpoint: Optional[str] = typer.Option(None, help="Pretrained backbone (egnn pretrain or an MTL run): "
-                                                      "frozen, with Scaling-and-Shifting parameters."),
-    train_ss: Optional[bool] = typer.Option(None, "--train-ss/--freeze-ss",
-                                            help="With --backbone-checkpoint: meta-train the SS parameters or not."),
-    hard_tasks: Optional[bool] = typer.Option(None, "--hard-tasks/--no-hard-tasks",
-                                              help="MTL's hard-task meta-batch from each batch's failure classes."),
-    inner_steps: Optional[int] = typer.Option(None, help="MTL base learner: gradient steps on the support set."),
-    inner_lr: Optional[float] = typer.Option(None, help="MTL base learner: step size."),
-    layers: Optional[int] = typer.Option(None, help="Graph layers."),
-    knn: Optional[int] = typer.Option(None, help="Sparse transductive graphs: edges from each node's k nearest "
-                                      "nodes and supports (0: fully connected)."),
-    dropout: Optional[float] = typer.Option(None, help="Graph dropout, whole channels per graph (-1: the "
-                                            "reference's, 0.1 on mini-imagenet, else 0)."),
-    encoder_dropout: Optional[float] = typer.Option(None, help="Conv-4 Dropout2d after blocks 3, 4 (-1: the "
-                                                    "reference's 0.4, 0.5 on 84px inputs, none on smaller)."),
-    encoder_norm: Optional[str] = typer.Option(None, help="Conv-4 BatchNorm statistics: slot (per node slot, the "
-                                               "reference) or batch (whole batch)."),
-    conv4_padding: Optional[str] = typer.Option(None, help="reference (second convolution unpadded) or same."),
-    graph_slope: Optional[float] = typer.Option(None, help="LeakyReLU slope of the graph MLPs (reference: 0.01)."),
-    iterations: Optional[int] = typer.Option(None, help="Meta-training iterations."),
-    tasks_per_batch: Optional[int] = typer.Option(None, help="Episodes per iteration."),
-    lr: Optional[float] = typer.Option(None, help="Adam learning rate."),
-    val_every: Optional[int] = typer.Option(None, help="Validate and checkpoint every N iterations."),
-    val_episodes: Optional[int] = typer.Option(None, help="Validation episodes."),
-    patience: Optional[int] = typer.Option(None, help="Stop after N validations without a new best (0: off)."),
-    max_minutes: Optional[float] = typer.Option(None, help="Stop at the first validation after this many minutes "
-                                                "of training, summed over resumes (0: off)."),
-    test_episodes: Optional[int] = typer.Option(None, help="Test episodes."),
     test_queries: Optional[str] = typer.Option(None, help="Queries per class to test with, e.g. 1,15."),
-    out: Optional[str] = typer.Option(None, help="Run directory."),
-    seed: Optional[int] = typer.Option(None, help="Seed for episodes and initialisation."),
-    device: Optional[str] = typer.Option(None, help="auto (default: CUDA when available, else CPU), cpu, cuda or "
-                                         "cuda:N."),
-    deterministic: Optional[bool] = typer.Option(None, "--deterministic/--no-deterministic",
-                                                 help="Repeatable GPU runs (deterministic kernels; slower)."),
-    precision: Optional[str] = typer.Option(None, help="fp32, bf16 (autocast, CPU or CUDA) or fp16 (CUDA, loss "
-                                            "scaling)."),
-    threads: Optional[int] = typer.Option(None, help="CPU threads (0: torch default)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    overrides: dict = None,
 ) -> None:
     """Meta-train a few-shot method, then test its best checkpoint."""
     from egnn.config import load_config
     from egnn.trainer import train as run
 
-    cfg = load_config(config, **_flags(locals(), "config", "resume", "quiet", "test_queries"))
+    cfg = load_config(config, **overrides)
     from egnn.provenance import provenance as made_by
 
     provenance = made_by()
@@ -137,37 +184,28 @@ def train(
         typer.echo(f"run saved in {cfg.out}")
 
 
+PRETRAIN_KEYS = ("dataset", "data_root", "image_size", "normalize", "augment", "backbone", "widths", "iterations",
+                 "lr", "weight_decay", "way", "shot", "eval_query", "val_every", "val_episodes", "test_episodes",
+                 "eval_batch", "seed", "eval_seed", "threads", "device", "precision", "patience", "max_minutes", "out")
+
+
 @app.command()
 @user_errors
+@config_flags(*PRETRAIN_KEYS, help={
+    "dataset": "Dataset whose training classes are learned.", "backbone": "Backbone to pretrain (default resnet12).",
+    "widths": "Backbone widths, e.g. 64,128,256,512 (MTL) or 32,64,96,128.", "iterations": "SGD iterations.",
+    "lr": "SGD learning rate (divided by 10 at 50% and 75%).", "way": "Way of the validation episodes.",
+    "shot": "Shot of the validation episodes.", "eval_query": "Queries per class of the validation episodes.",
+    "test_episodes": "Test episodes for the best checkpoint's features."})
 def pretrain(
     config: Optional[Path] = typer.Option(None, help="YAML config; flags override its keys."),
-    dataset: Optional[str] = typer.Option(None, help="Dataset whose training classes are learned."),
-    data_root: Optional[str] = typer.Option(None, help="Dataset root; default $EGNN_DATA."),
-    image_size: Optional[int] = typer.Option(None, help="Resize images to this size (0: the dataset's own)."),
-    backbone: Optional[str] = typer.Option(None, help="Backbone to pretrain, e.g. resnet12."),
-    widths: Optional[str] = typer.Option(None, help="Backbone widths, e.g. 64,128,256,512 (MTL) or 32,64,96,128."),
-    iterations: Optional[int] = typer.Option(None, help="SGD iterations."),
     batch_size: Optional[int] = typer.Option(None, help="Images per iteration (default 128)."),
-    lr: Optional[float] = typer.Option(None, help="SGD learning rate (divided by 10 at 50% and 75%)."),
-    weight_decay: Optional[float] = typer.Option(None),
-    normalize: Optional[str] = typer.Option(None, help="auto, on or off."),
-    augment: Optional[str] = typer.Option(None, help="auto, none, crop or crop-flip."),
-    way: Optional[int] = typer.Option(None, help="Way of the validation episodes."),
-    shot: Optional[int] = typer.Option(None, help="Shot of the validation episodes."),
-    eval_query: Optional[int] = typer.Option(None, help="Queries per class of the validation episodes."),
-    val_every: Optional[int] = typer.Option(None),
-    val_episodes: Optional[int] = typer.Option(None),
-    test_episodes: Optional[int] = typer.Option(None, help="Test episodes for the best checkpoint's features."),
-    seed: Optional[int] = typer.Option(None),
-    threads: Optional[int] = typer.Option(None),
-    device: Optional[str] = typer.Option(None, help="auto (default), cpu, cuda or cuda:N."),
-    precision: Optional[str] = typer.Option(None, help="fp32, bf16 or fp16 (CUDA)."),
-    out: Optional[str] = typer.Option(None, help="Run directory."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    overrides: dict = None,
 ) -> None:
-    """MTL stage 1: pretrain a backbone as a classifier over all training classes (selected by few-shot val)."""
-    overrides = _flags(locals(), "config", "resume", "quiet", "batch_size")
+    """MTL stage 1: pretrain a backbone as a classifier over all training classes (selected by few-shot val);
+    the same as ``egnn train --model classifier`` from the defaults of ``egnn.pretrain.PRETRAIN_DEFAULTS``."""
     from egnn.config import read_config_file
     from egnn.pretrain import pretrain as run, pretrain_config
     from egnn.provenance import provenance
@@ -180,44 +218,32 @@ def pretrain(
                f"{100 * result['best_val_acc']:.2f}% -> {result['checkpoint']}")
 
 
+META_TRANSFER_KEYS = ("dataset", "data_root", "way", "shot", "query", "hard_tasks", "inner_steps", "inner_lr",
+                      "iterations", "tasks_per_batch", "lr", "val_every", "val_episodes", "test_episodes", "eval_batch",
+                      "seed", "eval_seed", "threads", "device", "precision", "patience", "max_minutes", "out")
+
+
 @app.command("meta-transfer")
 @user_errors
+@config_flags(*META_TRANSFER_KEYS, help={
+    "hard_tasks": "MTL's hard-task meta-batch (HT; default on here).",
+    "lr": "Adam learning rate of the SS parameters."})
 def meta_transfer(
     pretrained: str = typer.Option(..., help="best.pt of egnn pretrain: its weights are frozen."),
     config: Optional[Path] = typer.Option(None, help="YAML config; flags override its keys."),
-    dataset: Optional[str] = typer.Option(None),
-    data_root: Optional[str] = typer.Option(None),
-    way: Optional[int] = typer.Option(None),
-    shot: Optional[int] = typer.Option(None),
-    query: Optional[int] = typer.Option(None),
-    hard_tasks: bool = typer.Option(True, "--hard-tasks/--no-hard-tasks", help="MTL's hard-task meta-batch (HT)."),
-    inner_steps: Optional[int] = typer.Option(None, help="Base-learner gradient steps on the support set."),
-    inner_lr: Optional[float] = typer.Option(None, help="Base-learner step size."),
-    iterations: Optional[int] = typer.Option(None),
-    tasks_per_batch: Optional[int] = typer.Option(None),
-    lr: Optional[float] = typer.Option(None, help="Adam learning rate of the SS parameters."),
-    val_every: Optional[int] = typer.Option(None),
-    val_episodes: Optional[int] = typer.Option(None),
-    test_episodes: Optional[int] = typer.Option(None),
-    seed: Optional[int] = typer.Option(None),
-    threads: Optional[int] = typer.Option(None),
-    device: Optional[str] = typer.Option(None, help="auto (default), cpu, cuda or cuda:N."),
-    precision: Optional[str] = typer.Option(None, help="fp32, bf16 or fp16 (CUDA)."),
-    out: Optional[str] = typer.Option(None, help="Run directory."),
-    resume: bool = typer.Option(False, "--resume"),
-    quiet: bool = typer.Option(False, "--quiet"),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    overrides: dict = None,
 ) -> None:
     """MTL stage 2: meta-train Scaling-and-Shifting on a frozen pretrained backbone with MTL's own classifier."""
-    from egnn.config import load_config
+    from egnn.config import make_config, read_config_file
+    from egnn.provenance import provenance
     from egnn.trainer import train as run
 
-    overrides = _flags(locals(), "config", "resume", "quiet", "pretrained")
-    cfg = load_config(config, **{"out": "runs/meta_transfer", **overrides},
+    defaults = {"out": "runs/meta_transfer", "hard_tasks": True}  # MTL's recipe: with hard tasks
+    cfg = make_config({**defaults, **(read_config_file(config) if config else {})}, **overrides,
                       model="mtl", backbone_checkpoint=pretrained, transductive=False)
-    from egnn.provenance import provenance as made_by
-
-    provenance = made_by()
-    for result in run(cfg, resume=resume, progress=not quiet, provenance=provenance):
+    for result in run(cfg, resume=resume, progress=not quiet, provenance=provenance()):
         typer.echo(f"test: {result}")
     typer.echo(f"meta-transfer run saved in {cfg.out}; use it with: egnn train --backbone resnet12-mtl "
                f"--backbone-checkpoint {cfg.out}/best.pt")

@@ -45,6 +45,14 @@ def out_of_memory_hint(batch_flag: str):
                         f"or use sparse graphs with --knn 20") from None
 
 
+def to_device(batch, device: torch.device):
+    """A training batch on ``device``; to a GPU from pinned memory without blocking, so the host never waits for
+    the copy (a copy from pageable memory synchronises)."""
+    if device.type != "cuda":
+        return batch.to(device)
+    return batch.pin_memory().to(device, non_blocking=True)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -320,7 +328,7 @@ class Trainer:
             gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 7_777_777_777 + self.iteration * 997 + self.rank)
             batch.x = augment(batch.x, self.augment, gen)
         with out_of_memory_hint("--tasks-per-batch"), autocast(self.device, cfg.precision):
-            out = self.model(batch.to(self.device), transductive=cfg.transductive)
+            out = self.model(to_device(batch, self.device), transductive=cfg.transductive)
             loss = self.method.loss(out)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()  # scaling is the identity unless fp16

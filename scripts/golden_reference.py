@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Golden numbers from the original EGNN code, for tests/test_reference_golden.py.
+"""Golden numbers from the original EGNN code, for tests/test_reference.py.
 
     python scripts/golden_reference.py --ref-dir ../shared/reference/fewshot-egnn
 

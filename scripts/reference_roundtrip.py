@@ -9,7 +9,7 @@ them with *its own* ``save_checkpoint`` (``DIR/asset/checkpoints/<experiment>/ch
 ``eval()`` on egnn's fixed test episodes (5-way 1-shot, 1 query per class, ``--seed``) and writes every query's
 scores and predicted class to ``DIR/reference_predictions.pt``. Images reach it as
 ``../shared/reference/ref_egnn_omniglot.py`` builds them: 84x84, ink dark, 3 equal channels, its miniImageNet
-normalisation. ``tests/test_import_reference.py`` then imports the checkpoint with ``egnn import-reference`` and
+normalisation. ``tests/test_reference.py`` then imports the checkpoint with ``egnn import-reference`` and
 checks egnn predicts the same. Run-time adaptations are those of ``scripts/golden_reference.py``.
 """
 from __future__ import annotations

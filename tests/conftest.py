@@ -1,6 +1,10 @@
 import copy
 import functools
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -9,7 +13,10 @@ import torch
 from egnn.backbones import create_backbone
 from egnn.episodes import Episode
 from egnn.config import make_config
+from egnn.data import FewShotSplit
+from egnn.data.glyphs import make_glyphs
 from egnn.methods import EGNNMethod, method_class
+from egnn.trainer import Trainer
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -59,3 +66,60 @@ def omniglot_root():
     if not (root / "omniglot-py" / "images_background").is_dir():
         pytest.skip(f"real Omniglot not found under {root}")
     return root
+
+
+# -- helpers shared by the test modules (imported from here, never from one another) ----------------------------
+def egnn(*args, env=None, timeout=600):
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "egnn.cli", *map(str, args)], capture_output=True, text=True,
+                          env=full_env, timeout=timeout)
+
+
+def assert_user_error(proc, *needles):
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+NO_NETWORK = {k: "http://127.0.0.1:9" for k in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY")}
+
+
+def small_splits():
+    out = {}
+    for i, (name, n) in enumerate({"train": 12, "val": 6, "test": 6}.items()):
+        imgs = make_glyphs(n, seed=50 + i)
+        out[name] = FewShotSplit(imgs.flatten(0, 1), torch.arange(n).repeat_interleave(20),
+                                 [f"{name}{c}" for c in range(n)], name=f"tiny/{name}")
+    return out
+
+
+SPLITS = small_splits()
+
+
+def tiny_config(out, **kw):
+    base = dict(way=3, shot=1, query=2, eval_query=2, iterations=6, tasks_per_batch=4, val_every=3, val_episodes=4,
+                test_episodes=6, eval_batch=3, embedding=16, node_features=8, edge_features=8, out=str(out), seed=3,
+                query_max=0)
+    base.update(kw)
+    return make_config(**base)
+
+
+def fit(cfg, resume=False):
+    trainer = Trainer(cfg, SPLITS)
+    trainer.fit(resume=resume, progress=False)
+    return trainer
+
+
+def kill_after_checkpoint(cmd, last, grace: float) -> int:
+    """Start ``cmd``, kill -9 it ``grace`` seconds after it writes ``last``; the iteration ``last`` then holds."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not last.exists() and time.time() < deadline:
+        time.sleep(0.02)
+    time.sleep(grace)  # let it train past the checkpoint
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return torch.load(last, weights_only=False)["iteration"]

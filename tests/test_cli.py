@@ -1,25 +1,9 @@
 """The ``egnn`` command end to end, as a user runs it: real processes, real Omniglot."""
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
-
-def egnn(*args, env=None, timeout=600):
-    full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "egnn.cli", *map(str, args)], capture_output=True, text=True,
-                          env=full_env, timeout=timeout)
-
-
-def assert_user_error(proc, *needles):
-    assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
-    assert "Traceback" not in proc.stderr + proc.stdout
-    for needle in needles:
-        assert needle in lines[0], lines[0]
+from tests.conftest import NO_NETWORK, assert_user_error, egnn
 
 
 def test_train_and_eval_on_real_omniglot(omniglot_root, tmp_path):
@@ -95,7 +79,6 @@ def test_usage_errors_are_one_line(args, needles):
 
 
 # a closed local port stands in for "no network", wherever the tests run
-NO_NETWORK = {k: "http://127.0.0.1:9" for k in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY")}
 
 
 def test_missing_data_without_network(tmp_path):
@@ -154,7 +137,7 @@ def test_allocation_failure_mid_run_names_the_fix(tmp_path, monkeypatch):
     from egnn.errors import UserError
     from egnn.methods.egnn import EGNNMethod
     from egnn.trainer import Trainer
-    from tests.test_trainer import SPLITS
+    from tests.conftest import SPLITS
 
     def fail(*args, **kwargs):
         raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: you tried "
@@ -174,3 +157,25 @@ def test_provenance_names_the_command_the_revision_and_uncommitted_changes():
     assert made["command"] == "python scripts/bench_speed.py --kinds graph --out 'a b.json'"
     if made["git_revision"] is not None:  # a git checkout (CI's is one)
         assert len(made["git_revision"]) == 40 and isinstance(made["uncommitted_changes"], bool)
+
+
+def test_every_config_key_is_a_train_flag_declared_once_for_all_commands():
+    import typer.main
+
+    from egnn.cli import CONFIG_OPTIONS, app
+    from egnn.config import Config
+    from dataclasses import fields
+
+    commands = {c.name: c for c in typer.main.get_command(app).commands.values()}
+    flags = {name: {p.name: p for p in cmd.params if p.param_type_name == "option"} for name, cmd in commands.items()}
+    assert set(CONFIG_OPTIONS) == {f.name for f in fields(Config)} <= set(flags["train"])
+    for name in ("device", "precision", "seed", "threads", "val_every", "out"):  # same flag, same help everywhere
+        helps = {flags[c][name].help for c in ("train", "pretrain", "meta-transfer")}
+        assert len(helps) == 1, (name, helps)
+    assert flags["train"]["transductive"].secondary_opts == ["--no-transductive"]
+
+
+def test_meta_transfer_defaults_sit_under_the_yaml_config(tmp_path):
+    (tmp_path / "mt.yaml").write_text("out: from_yaml\nhard_tasks: false\n")
+    proc = egnn("meta-transfer", "--pretrained", tmp_path / "missing.pt", "--config", tmp_path / "mt.yaml")
+    assert_user_error(proc, "missing.pt")  # the YAML's keys were read (no unknown key), then the checkpoint

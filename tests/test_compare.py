@@ -8,7 +8,7 @@ from egnn.data import load_dataset
 from egnn.losses import mean_ci95
 from egnn.trainer import evaluate, load_trained
 
-from tests.test_cli import assert_user_error, egnn
+from tests.conftest import assert_user_error, egnn
 
 
 def test_compare_trains_and_evaluates_all_models_on_identical_episodes(tmp_path):

@@ -4,7 +4,7 @@ import torch
 import egnn.pretrain as P
 from egnn.config import make_config
 from egnn.trainer import Trainer, evaluate_config, load_trained
-from tests.test_trainer import SPLITS
+from tests.conftest import SPLITS
 
 
 def test_pretrain_meta_transfer_then_egnn_on_the_ss_backbone(tmp_path):

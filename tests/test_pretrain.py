@@ -7,8 +7,8 @@ from egnn.checkpoint import load_checkpoint
 from egnn.errors import ConfigError
 from egnn.methods import PretrainClassifier
 from egnn.trainer import Trainer
-from tests.test_cli import egnn
-from tests.test_trainer import SPLITS
+from tests.conftest import egnn
+from tests.conftest import SPLITS
 
 
 def cfg(out, **kw):

@@ -1,31 +1,15 @@
 """kill -9 in the middle of training, then --resume: the same final model and evaluation as an unbroken run."""
 import json
-import os
-import signal
-import subprocess
 import sys
-import time
 
 import torch
 import yaml
 
-from tests.test_cli import egnn
+from tests.conftest import egnn, kill_after_checkpoint
 
 CONFIG = {"dataset": "glyphs", "way": 3, "shot": 1, "query": 1, "query_max": 0, "iterations": 300, "tasks_per_batch": 2,
           "val_every": 5, "val_episodes": 2, "test_episodes": 6, "embedding": 16, "node_features": 8,
           "edge_features": 8, "threads": 1, "seed": 7}
-
-
-def kill_after_checkpoint(cmd, last, grace: float) -> int:
-    """Start ``cmd``, kill -9 it ``grace`` seconds after it writes ``last``; the iteration ``last`` then holds."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not last.exists() and time.time() < deadline:
-        time.sleep(0.02)
-    time.sleep(grace)  # let it train past the checkpoint
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    return torch.load(last, weights_only=False)["iteration"]
 
 
 def test_killed_run_resumes_bitwise(tmp_path):

@@ -10,7 +10,7 @@ from egnn.errors import ConfigError
 from egnn.losses import mean_ci95
 from egnn.sweep import expand, load_sweep
 from egnn.trainer import Trainer, evaluate_config
-from tests.test_cli import assert_user_error, egnn
+from tests.conftest import assert_user_error, egnn
 
 BASE = {"dataset": "glyphs", "way": 3, "shot": 1, "query_max": 0, "iterations": 4, "tasks_per_batch": 2,
         "val_every": 2, "val_episodes": 4, "embedding": 16, "node_features": 8, "edge_features": 8, "eval_batch": 10,

@@ -6,37 +6,9 @@ import pytest
 import torch
 
 from egnn.checkpoint import load_checkpoint
-from egnn.config import make_config
-from egnn.data import FewShotSplit
-from egnn.data.glyphs import make_glyphs
 from egnn.errors import CheckpointError, UserError
 from egnn.trainer import Trainer, evaluate, load_trained
-
-
-def small_splits():
-    out = {}
-    for i, (name, n) in enumerate({"train": 12, "val": 6, "test": 6}.items()):
-        imgs = make_glyphs(n, seed=50 + i)
-        out[name] = FewShotSplit(imgs.flatten(0, 1), torch.arange(n).repeat_interleave(20),
-                                 [f"{name}{c}" for c in range(n)], name=f"tiny/{name}")
-    return out
-
-
-SPLITS = small_splits()
-
-
-def tiny_config(out, **kw):
-    base = dict(way=3, shot=1, query=2, eval_query=2, iterations=6, tasks_per_batch=4, val_every=3, val_episodes=4,
-                test_episodes=6, eval_batch=3, embedding=16, node_features=8, edge_features=8, out=str(out), seed=3,
-                query_max=0)
-    base.update(kw)
-    return make_config(**base)
-
-
-def fit(cfg, resume=False):
-    trainer = Trainer(cfg, SPLITS)
-    trainer.fit(resume=resume, progress=False)
-    return trainer
+from tests.conftest import SPLITS, fit, tiny_config
 
 
 def test_save_load_gives_identical_evaluation(tmp_path):

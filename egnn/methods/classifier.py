@@ -26,8 +26,11 @@ class LabeledImages:
     x: torch.Tensor
     y: torch.Tensor
 
-    def to(self, device) -> "LabeledImages":
-        return LabeledImages(self.x.to(device, non_blocking=True), self.y.to(device, non_blocking=True))
+    def to(self, device, non_blocking: bool = False) -> "LabeledImages":
+        return LabeledImages(self.x.to(device, non_blocking=non_blocking), self.y.to(device, non_blocking=non_blocking))
+
+    def pin_memory(self) -> "LabeledImages":
+        return LabeledImages(self.x.pin_memory(), self.y.pin_memory())
 
 
 class ImageBatchSampler:

@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from tests.test_cli import egnn
+from tests.conftest import egnn
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
@@ -96,7 +96,7 @@ def test_cuda_out_of_memory_is_one_line(tmp_path):
 def test_killed_cuda_run_resumes_to_the_same_numbers(tmp_path):
     """--deterministic on the GPU: kill -9, --resume, and the final weights and test accuracy equal an unbroken
     run's (bitwise is asserted; a tolerance of 1e-6 would be the fallback to state if a kernel is not bitwise)."""
-    from tests.test_resume import kill_after_checkpoint
+    from tests.conftest import kill_after_checkpoint
 
     base = ["train", *TINY, "--iterations", "200", "--val-every", "5", "--deterministic"]
     run_ok(*base, "--out", tmp_path / "whole")
@@ -119,7 +119,7 @@ def test_a_training_step_never_waits_for_the_gpu(tmp_path, transductive):
     the values are read once per validation period."""
     from egnn.config import make_config
     from egnn.trainer import Trainer
-    from tests.test_trainer import SPLITS
+    from tests.conftest import SPLITS
 
     trainer = Trainer(make_config(way=3, shot=1, query=2, query_max=0, tasks_per_batch=4, transductive=transductive,
                                   device="cuda", out=str(tmp_path / "r")), SPLITS)

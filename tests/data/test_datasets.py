@@ -11,7 +11,7 @@ from egnn.data import load_dataset
 from egnn.data.cifar import CIFAR_FS, FC100
 from egnn.episodes import EpisodeSampler
 from egnn.errors import DataError
-from tests.test_cli import NO_NETWORK, assert_user_error, egnn
+from tests.conftest import NO_NETWORK, assert_user_error, egnn
 
 RNG = np.random.default_rng(0)
 

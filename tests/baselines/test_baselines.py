@@ -8,7 +8,7 @@ from egnn.config import make_config
 from egnn.graph import collate
 from egnn.trainer import Trainer
 from tests.conftest import make_episode, make_method
-from tests.test_trainer import SPLITS
+from tests.conftest import SPLITS
 
 MODELS = ["egnn", "gnn", "protonet"]
 

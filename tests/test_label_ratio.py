@@ -6,8 +6,8 @@ import yaml
 
 from egnn.episodes import EpisodeSampler, without_unlabeled
 from tests.conftest import make_episode
-from tests.test_cli import egnn
-from tests.test_trainer import SPLITS
+from tests.conftest import egnn
+from tests.conftest import SPLITS
 
 
 def test_label_ratio_labels_the_first_shots_of_every_class():
