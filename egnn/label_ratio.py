@@ -14,17 +14,13 @@ the labeled-only variant sees those episodes with their unlabeled supports remov
 from __future__ import annotations
 
 import hashlib
-import json
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from egnn.config import make_config
-from egnn.data import load_dataset
-from egnn.data.paths import atomic_save
 from egnn.errors import ConfigError
 from egnn.reports import read_spec, write_report
-from egnn.trainer import Trainer, evaluate_config
+from egnn.sweep import sweep
 
 SPEC_KEYS = {"base", "ratios", "models", "modes", "evaluation", "output", "train_modes"}
 MODES = {"transductive": True, "non-transductive": False}
@@ -44,62 +40,48 @@ def load_sweep(path: str | Path) -> dict[str, Any]:
 
 def label_ratio_sweep(spec: dict[str, Any], progress: bool = True, runs: str | Path = "runs/label_ratio",
                       only: list[str] | None = None) -> dict:
-    """Train (or resume) and test every (model, mode, ratio) of ``spec``; ``only`` restricts the sweep to those
-    models and writes no report (to run parts of a sweep in parallel, then report with one full call). Test
-    results are cached in each run's directory, so the reporting call only reads them."""
+    """Train (or resume) and test every (model, mode, ratio) of ``spec``, as a :mod:`egnn.sweep` of one run per
+    cell; ``only`` restricts it to those models (parts in parallel processes; the reporting call then reads the
+    runs' cached tests)."""
     base, ev = spec.get("base", {}), {"episodes": 1000, "query": 1, **spec.get("evaluation", {})}
     train_modes = spec.get("train_modes") or {}
     shared = make_config(base)
-    splits = load_dataset(shared.dataset, shared.data_root, shared.image_size)
     unknown = set(only or ()) - set(spec["models"])
     if unknown:
         raise ConfigError(f"unknown sweep models {', '.join(sorted(unknown))}; the spec has {', '.join(spec['models'])}")
-    rows = []
+    cells, grid = {}, {}
     for name, overrides in spec["models"].items():
-        if only and name not in only:
-            continue
         overrides = dict(overrides or {})
         for mode in overrides.pop("modes", None) or spec.get("modes", list(MODES)):
             trained_as = train_modes.get(mode, mode)
             for ratio in spec["ratios"]:
                 cfg = make_config(base, **{**overrides, "label_ratio": ratio, "transductive": MODES[trained_as]})
-                # at ratio 1 nothing is unlabeled: keep and drop are the same model, trained once
-                run = f"{cfg.model}_{'drop' if cfg.unlabeled == 'drop' and ratio < 1 else 'keep'}_{trained_as}_r{ratio}"
+                # at ratio 1 nothing is unlabeled: keep and drop are the same model, trained once and tested alike
+                drop = cfg.unlabeled == "drop" and ratio < 1
+                run = f"{cfg.model}_{'drop' if drop else 'keep'}_{trained_as}_r{ratio}"
                 extra = {k: v for k, v in overrides.items() if k not in ("model", "unlabeled")}
                 if extra:  # other overrides make another model: its own runs
                     run += "_" + hashlib.sha1(repr(sorted(extra.items())).encode()).hexdigest()[:8]
-                cfg = replace(cfg, out=str(Path(runs) / f"{shared.dataset}_{shared.way}w{shared.shot}s" / run))
-                trainer = Trainer(cfg, splits)
-                trainer.fit(resume=True, progress=progress, wait=True)  # parts may share a run
-                res = _test(trainer, replace(cfg, transductive=MODES[mode]), splits, ev)
-                if only:
-                    continue
-                rows.append({"model": name, "mode": mode, "trained": trained_as, "label_ratio": ratio,
-                             "unlabeled": cfg.unlabeled, "labeled_shots": round(ratio * cfg.shot),
-                             "accuracy": res["accuracy"], "accuracy_ci95": res["accuracy_ci95"],
-                             "train_seconds": trainer.train_seconds, "test_seconds": res["seconds"],
-                             "run": cfg.out, "protocol": res["protocol"]})
+                episodes = ev["episodes"][mode] if isinstance(ev["episodes"], dict) else ev["episodes"]
+                key = f"{name}/{mode}/r{ratio}"
+                grid[key] = {**overrides, "label_ratio": ratio, "transductive": MODES[trained_as],
+                             "unlabeled": "drop" if drop else "keep",
+                             "out": str(Path(runs) / f"{shared.dataset}_{shared.way}w{shared.shot}s" / run),
+                             "test": {"episodes": episodes, "transductive": MODES[mode]}}
+                cells[key] = (name, mode, trained_as, ratio)
+    summary = sweep({"base": base, "runs": grid, "runs_dir": str(runs), "test": {"queries": [ev["query"]]}},
+                    progress=progress, only=[f"{m}/*" for m in only] if only else None)
+    rows = []
+    for key, r in summary["runs"].items():
+        name, mode, trained_as, ratio = cells[key]
+        test = r["test"][str(ev["query"])]
+        rows.append({"model": name, "mode": mode, "trained": trained_as, "label_ratio": ratio,
+                     "unlabeled": test["protocol"]["unlabeled"], "labeled_shots": round(ratio * shared.shot),
+                     "accuracy": test["accuracy"], "accuracy_ci95": test["accuracy_ci95"],
+                     "train_seconds": r["train_seconds"], "test_seconds": test["seconds"],
+                     "run": r["config"]["out"], "protocol": test["protocol"]})
     return {"dataset": shared.dataset, "way": shared.way, "shot": shared.shot, "ratios": spec["ratios"],
             "evaluation": ev, "train_modes": train_modes, "results": rows}
-
-
-def _test(trainer: Trainer, cfg, splits, ev: dict[str, Any]) -> dict[str, Any]:
-    """Test the run's best checkpoint under ``cfg``'s protocol, or read the result cached for the same
-    checkpoint and protocol in the run directory."""
-    unlabeled = cfg.unlabeled if cfg.label_ratio < 1 else "keep"  # nothing to drop at ratio 1
-    mode = "transductive" if cfg.transductive else "non-transductive"
-    episodes = ev["episodes"][mode] if isinstance(ev["episodes"], dict) else ev["episodes"]
-    tag = "trans" if cfg.transductive else "nontrans"
-    path = Path(cfg.out) / f"test_{tag}_{unlabeled}_{episodes}x{ev['query']}_seed{cfg.eval_seed}.json"
-    if path.exists():
-        cached = json.loads(path.read_text())
-        if cached.get("best_iteration") == trainer.best_iteration:
-            return cached
-    trainer.load_best()
-    res = evaluate_config(trainer.method, splits["test"], cfg, episodes, ev["query"])
-    out = {**res.to_dict(), "best_iteration": trainer.best_iteration}
-    atomic_save(json.dumps(out, indent=1), path, write=lambda text, file: Path(file).write_text(text))
-    return out
 
 
 def table(summary: dict[str, Any]) -> str:

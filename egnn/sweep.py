@@ -3,8 +3,9 @@
 A sweep spec (YAML):
 
 - ``base``: config keys shared by every run (may ``include`` a config file, relative to the spec);
-- ``runs``: name -> config overrides (may ``include`` a config file, or hold ``checkpoint: PATH`` to load a
-  trained model instead of training one); default: one run of ``base`` alone;
+- ``runs``: name -> config overrides (may ``include`` a config file, hold ``checkpoint: PATH`` to load a
+  trained model instead of training one, or ``test`` to change that run's test settings); default: one run of
+  ``base`` alone;
 - ``grid``: config key -> list of values; every run is crossed with every combination, named
   ``<run>/key=value,...``;
 - ``test``: ``queries`` (queries per class, a list), ``episodes`` and optionally ``transductive`` (test every run
@@ -61,7 +62,7 @@ def load_sweep(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"sweep config {path}: reference '{spec['reference']}' is not one of its runs "
                           f"{', '.join(expand(spec))}")
     for name, overrides in expand(spec).items():
-        make_config(spec.get("base", {}), **{k: v for k, v in overrides.items() if k != "checkpoint"})
+        make_config(spec.get("base", {}), **{k: v for k, v in overrides.items() if k not in ("checkpoint", "test")})
     return spec
 
 
@@ -92,11 +93,12 @@ def sweep(spec: dict[str, Any], progress: bool = True, only: list[str] | None = 
         overrides = {k: v.replace("{runs}", str(spec["runs_dir"])) if isinstance(v, str) else v
                      for k, v in runs[name].items()}
         checkpoint = overrides.pop("checkpoint", None)
+        run_test = {**test, **overrides.pop("test", {})}  # a run may test on its own number of episodes or mode
         cfg = make_config(base, **{"out": str(Path(spec["runs_dir"]) / name.replace("/", "_")), **overrides})
         key = (cfg.dataset, cfg.data_root, cfg.image_size)
         if key not in splits_of:
             splits_of[key] = load_dataset(*key)
-        rows[name] = run_and_test(cfg, splits_of[key], test, checkpoint, progress)
+        rows[name] = run_and_test(cfg, splits_of[key], run_test, checkpoint, progress)
     summary = {"spec": {k: spec.get(k) for k in ("base", "grid", "test", "reference")}, "runs": rows}
     ref = spec.get("reference")
     if ref in rows:
@@ -128,7 +130,9 @@ def run_and_test(cfg, splits, test: dict[str, Any], checkpoint: str | None, prog
     stored = json.loads(cache.read_text()) if cache is not None and cache.exists() else {}
     results = {}
     for q in test["queries"]:
-        key = f"{tag}_q{q}_{test['episodes']}x_seed{protocol.eval_seed}_{'trans' if protocol.transductive else 'nontrans'}"
+        key = (f"{tag}_{protocol.test_way or protocol.way}w{protocol.shot}s_q{q}_{test['episodes']}x_"
+               f"seed{protocol.eval_seed}_r{protocol.label_ratio}_{protocol.unlabeled}_"
+               f"{'trans' if protocol.transductive else 'nontrans'}")
         if key not in stored:
             res = evaluate_config(method, splits["test"], protocol, test["episodes"], q)
             stored[key] = res.to_dict(per_episode=True)

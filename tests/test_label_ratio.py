@@ -79,8 +79,9 @@ def test_sweep_parts_train_in_parallel_then_one_call_reports_from_cache(tmp_path
     assert not (tmp_path / "report.json").exists()  # a part writes no report
     runs = sorted(p.name for p in (tmp_path / "runs" / "glyphs_3w5s").iterdir())
     assert runs == ["egnn_keep_transductive_r0.4", "egnn_keep_transductive_r1.0"]  # one training per ratio
-    cached = sorted(p.name for p in (tmp_path / "runs" / "glyphs_3w5s" / "egnn_keep_transductive_r0.4").glob("test_*"))
-    assert cached == ["test_nontrans_keep_4x1_seed0.json", "test_trans_keep_6x1_seed0.json"]
+    cached = json.loads((tmp_path / "runs" / "glyphs_3w5s" / "egnn_keep_transductive_r0.4" / "sweep_tests.json").read_text())
+    assert sorted(k.split("_", 1)[1] for k in cached) == ["3w5s_q1_4x_seed0_r0.4_keep_nontrans",
+                                                           "3w5s_q1_6x_seed0_r0.4_keep_trans"]
     full = egnn(*sweep)
     assert full.returncode == 0, full.stderr
     runs = sorted(p.name for p in (tmp_path / "runs" / "glyphs_3w5s").iterdir())
