@@ -167,7 +167,8 @@ def table(summary: dict[str, Any]) -> str:
         if ref:
             d = r.get("paired_difference", {})
             cells.append(", ".join(f"{100 * v['mean']:+.2f} ± {100 * v['ci95']:.2f} ({q} q)" for q, v in d.items()) or "—")
-        took = f"{r['train_seconds'] / 60:.1f} min" if r.get("train_seconds") is not None else "loaded"
+        seconds = r.get("train_seconds")
+        took = "loaded" if seconds is None else f"{seconds:.0f} s" if seconds < 60 else f"{seconds / 60:.1f} min"
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {took} | {r.get('best_iteration', '–')} |")
     return "\n".join(lines)
 
