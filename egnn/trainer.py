@@ -323,12 +323,13 @@ class Trainer:
         """One optimiser step on a training sampler's batch; returns loss and query accuracy (0-d tensors, not
         synchronised) and the method's output."""
         cfg = self.cfg
-        batch = self.method.collate_training(episodes, cfg.transductive)
+        # uint8 images travel to the device, then are augmented there (the same gathers, so the same pixels)
+        batch = to_device(self.method.collate_training(episodes, cfg.transductive), self.device)
         if self.augment != "none":  # a pure function of (seed, iteration, rank), like the episodes: resumes bitwise
             gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 7_777_777_777 + self.iteration * 997 + self.rank)
             batch.x = augment(batch.x, self.augment, gen)
         with out_of_memory_hint("--tasks-per-batch"), autocast(self.device, cfg.precision):
-            out = self.model(to_device(batch, self.device), transductive=cfg.transductive)
+            out = self.model(batch, transductive=cfg.transductive)
             loss = self.method.loss(out)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()  # scaling is the identity unless fp16

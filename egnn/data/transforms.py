@@ -48,12 +48,20 @@ def crop_padding(image_size: int) -> int:
     return 8 if image_size >= 64 else 4
 
 
+def to_device_of(t: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """``t``, drawn on the CPU (so augmentation is the same on every device), on the device of ``images``; to a
+    GPU through pinned memory, without the host waiting for the copy."""
+    if images.device.type != "cuda":
+        return t.to(images.device)
+    return t.pin_memory().to(images.device, non_blocking=True)
+
+
 def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
     """Zero-pad by ``padding`` and crop back to ``H x W`` at an independent random offset per image:
     two gathers (rows, then columns) over the whole batch."""
     t, c, h, w = images.shape
     padded = torch.nn.functional.pad(images, (padding,) * 4)  # (T, C, H + 2p, W + 2p)
-    dy, dx = torch.randint(0, 2 * padding + 1, (2, t), generator=generator).to(images.device)  # (T,) each
+    dy, dx = to_device_of(torch.randint(0, 2 * padding + 1, (2, t), generator=generator), images)  # (T,) each
     rows = (dy[:, None] + torch.arange(h, device=images.device))[:, None, :, None]  # (T, 1, H, 1)
     out = padded.gather(2, rows.expand(t, c, h, w + 2 * padding))  # (T, C, H, W + 2p)
     cols = (dx[:, None] + torch.arange(w, device=images.device))[:, None, None, :]  # (T, 1, 1, W)
@@ -62,7 +70,7 @@ def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator) 
 
 def random_flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Mirror a random half of the images left-right."""
-    flip = (torch.rand(images.shape[0], generator=generator) < 0.5).to(images.device)
+    flip = to_device_of(torch.rand(images.shape[0], generator=generator) < 0.5, images)
     return torch.where(flip[:, None, None, None], images.flip(-1), images)
 
 

@@ -122,7 +122,7 @@ def test_a_training_step_never_waits_for_the_gpu(tmp_path, transductive):
     from tests.conftest import SPLITS
 
     trainer = Trainer(make_config(way=3, shot=1, query=2, query_max=0, tasks_per_batch=4, transductive=transductive,
-                                  device="cuda", out=str(tmp_path / "r")), SPLITS)
+                                  augment="crop-flip", device="cuda", out=str(tmp_path / "r")), SPLITS)
     trainer.step()  # warm-up: lazy CUDA initialisation may synchronise
     torch.cuda.set_sync_debug_mode("error")
     try:
@@ -130,3 +130,14 @@ def test_a_training_step_never_waits_for_the_gpu(tmp_path, transductive):
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert all(torch.isfinite(loss) for loss in losses)
+
+
+def test_augmentation_on_the_gpu_gives_the_cpu_pixels():
+    """Training batches are augmented after their copy to the GPU: the same random offsets and flips (drawn on the
+    CPU), the same gathers, so the same pixels as on the CPU."""
+    from egnn.data.transforms import augment
+
+    images = torch.randint(0, 256, (64, 3, 84, 84), dtype=torch.uint8)
+    cpu = augment(images, "crop-flip", torch.Generator().manual_seed(5))
+    gpu = augment(images.cuda(), "crop-flip", torch.Generator().manual_seed(5))
+    assert torch.equal(cpu, gpu.cpu())
