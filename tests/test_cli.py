@@ -69,7 +69,7 @@ def test_bad_flags(tmp_path, args, needles):
 
 
 @pytest.mark.parametrize("args, needles", [
-    (["train", "--eval-batch", 3], ["No such option: --eval-batch", "egnn train --help"]),
+    (["train", "--eval-batches", 3], ["No such option: --eval-batches", "egnn train --help"]),
     (["train", "--way", "five"], ["Invalid value for '--way'"]),
     (["eval"], ["Missing option '--checkpoint'"]),
     (["frobnicate"], ["No such command"]),
