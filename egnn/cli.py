@@ -106,6 +106,8 @@ CONFIG_OPTIONS = {
     "seed": typer.Option(None, help="Seed for episodes and initialisation."),
     "device": typer.Option(None, help="auto (default: CUDA when available, else CPU), cpu, cuda or "
         "cuda:N."),
+    "data_on_device": typer.Option(None, help="Keep the images on the GPU, episodes gathered there: auto (when "
+        "they fit in a quarter of its free memory), on, off."),
     "deterministic": typer.Option(None, "--deterministic/--no-deterministic",
                                   help="Repeatable GPU runs (deterministic kernels; slower)."),
     "precision": typer.Option(None, help="fp32, bf16 (autocast, CPU or CUDA) or fp16 (CUDA, loss "
@@ -186,7 +188,8 @@ def train(
 
 PRETRAIN_KEYS = ("dataset", "data_root", "image_size", "normalize", "augment", "backbone", "widths", "iterations",
                  "lr", "weight_decay", "way", "shot", "eval_query", "val_every", "val_episodes", "test_episodes",
-                 "eval_batch", "seed", "eval_seed", "threads", "device", "precision", "patience", "max_minutes", "out")
+                 "eval_batch", "seed", "eval_seed", "threads", "device", "data_on_device", "precision", "patience",
+                 "max_minutes", "out")
 
 
 @app.command()
@@ -220,7 +223,8 @@ def pretrain(
 
 META_TRANSFER_KEYS = ("dataset", "data_root", "way", "shot", "query", "hard_tasks", "inner_steps", "inner_lr",
                       "iterations", "tasks_per_batch", "lr", "val_every", "val_episodes", "test_episodes", "eval_batch",
-                      "seed", "eval_seed", "threads", "device", "precision", "patience", "max_minutes", "out")
+                      "seed", "eval_seed", "threads", "device", "data_on_device", "precision", "patience",
+                      "max_minutes", "out")
 
 
 @app.command("meta-transfer")

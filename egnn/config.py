@@ -75,6 +75,7 @@ class Config:
     seed: int = 0
     eval_seed: int = 0  # fixes validation and test episodes independently of the training seed
     device: str = "auto"  # auto: CUDA when available, else CPU; cpu; cuda; cuda:N
+    data_on_device: str = "auto"  # keep the splits' images on the GPU: auto (when they fit in a quarter of its free memory), on, off
     deterministic: bool = False  # repeatable GPU runs (deterministic kernels, no cuDNN autotuning), somewhat slower
     precision: str = "fp32"  # fp32; bf16: autocast (CPU or CUDA); fp16: autocast with loss scaling (CUDA)
     threads: int = 0  # torch CPU threads; 0 keeps torch's default
@@ -125,6 +126,8 @@ class Config:
         if self.device not in ("auto", "cpu", "cuda") and not (self.device.startswith("cuda:")
                                                                   and self.device[5:].isdigit()):
             raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got '{self.device}'")
+        if self.data_on_device not in ("auto", "on", "off"):
+            raise ConfigError(f"data-on-device must be auto, on or off, got '{self.data_on_device}'")
         if self.precision not in ("fp32", "bf16", "fp16"):
             raise ConfigError(f"precision must be fp32, bf16 or fp16, got '{self.precision}'")
         if self.precision == "fp16" and self.device == "cpu":

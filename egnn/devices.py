@@ -43,3 +43,15 @@ def set_deterministic(enabled: bool) -> None:
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = True
     torch.use_deterministic_algorithms(True, warn_only=True)  # an op without a deterministic kernel warns, once
+
+
+def to_device_of(t: torch.Tensor, like: torch.Tensor | torch.device) -> torch.Tensor:
+    """``t`` on the device of ``like`` (a tensor or a device). A CPU tensor goes to a GPU through pinned memory,
+    without the host waiting for the copy (a copy from pageable memory synchronises); a tensor already there
+    is returned as it is."""
+    device = like.device if isinstance(like, torch.Tensor) else torch.device(like)
+    if t.device == device:
+        return t
+    if device.type != "cuda" or t.device.type != "cpu":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)

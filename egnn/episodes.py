@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 
 from egnn.data.base import FewShotSplit
+from egnn.devices import to_device_of
 from egnn.errors import ConfigError
 
 
@@ -68,31 +69,50 @@ class EpisodeSampler:
     def generator(self, index: int) -> torch.Generator:
         return torch.Generator().manual_seed(self.seed * 1_000_003 + index)
 
-    def episode(self, index: int) -> Episode:
+    def draw(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Episode ``index`` as indices into the split: ``(order (N,), classes (way,))``, drawn on the CPU."""
         gen = self.generator(index)
         classes = torch.randperm(self.split.num_classes, generator=gen)[:self.way]  # random order = random labels
-        episode = self.episode_of(classes, gen)
-        return without_unlabeled(episode) if self.drop_unlabeled else episode
+        return self.pick(classes, gen), classes
 
-    def episode_of(self, classes: torch.Tensor, gen: torch.Generator) -> Episode:
-        """The episode of ``classes`` (in label order): ``shot + query`` distinct images of each, drawn with ``gen``."""
+    def pick(self, classes: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """Indices ``(N,)`` of ``shot + query`` distinct images of each of ``classes`` (in label order), supports
+        first, drawn with ``gen``."""
         split, way, per_class = self.split, self.way, self.shot + self.query
         counts = split.class_counts[classes]  # (way,)
         # draw per_class distinct images of every class at once: random keys, invalid slots sort last
         keys = torch.rand(way, int(counts.max()), generator=gen)
         keys = keys.masked_fill(torch.arange(keys.shape[1]) >= counts[:, None], 2.0)
         picks = keys.argsort(1)[:, :per_class] + split.class_offsets[classes][:, None]  # (way, shot + query)
-        order = torch.cat([picks[:, :self.shot].flatten(), picks[:, self.shot:].flatten()])
-        return Episode(split.images[order], self._labels, self._labeled, classes, way, self.shot, self.query)
+        return torch.cat([picks[:, :self.shot].flatten(), picks[:, self.shot:].flatten()])
+
+    def episode_of(self, classes: torch.Tensor, gen: torch.Generator) -> Episode:
+        """The episode of ``classes`` (in label order), its images drawn with ``gen``."""
+        return self.gathered(self.pick(classes, gen), classes)
+
+    def gathered(self, order: torch.Tensor, classes: torch.Tensor) -> Episode:
+        images = self.split.images[to_device_of(order, self.split.images)]  # indices go to the images' device
+        return Episode(images, self._labels, self._labeled, classes, self.way, self.shot, self.query)
+
+    def episode(self, index: int) -> Episode:
+        episode = self.gathered(*self.draw(index))
+        return without_unlabeled(episode) if self.drop_unlabeled else episode
 
     def batch(self, start: int, count: int) -> list[Episode]:
-        return [self.episode(i) for i in range(start, start + count)]
+        """Episodes ``start .. start + count``, equal to ``episode(i)`` each: their indices are drawn on the CPU,
+        then all images gathered at once where they live; with the split on a GPU (``--data-on-device``) the
+        indices travel there in one copy and no image crosses the bus."""
+        drawn = [self.draw(i) for i in range(start, start + count)]
+        images = self.split.images[to_device_of(torch.stack([order for order, _ in drawn]), self.split.images)]
+        episodes = [Episode(im, self._labels, self._labeled, classes, self.way, self.shot, self.query)
+                    for im, (_, classes) in zip(images, drawn)]
+        return [without_unlabeled(e) for e in episodes] if self.drop_unlabeled else episodes
 
 
 def without_unlabeled(episode: Episode) -> Episode:
     """The same episode with its unlabeled supports removed: a ``labeled_shots``-shot episode."""
     s = episode.way * episode.shot
-    keep = torch.cat([episode.labeled, torch.ones(episode.labels.numel() - s, dtype=torch.bool)])
-    shots = int(episode.labeled.sum()) // episode.way
-    return Episode(episode.images[keep], episode.labels[keep], episode.labeled[episode.labeled], episode.classes,
-                   episode.way, shots, episode.query)
+    keep = torch.cat([episode.labeled, torch.ones(episode.labels.numel() - s, dtype=torch.bool)]).nonzero()[:, 0]
+    shots = int(episode.labeled.sum()) // episode.way  # the flags live on the CPU: no device sync
+    return Episode(episode.images[to_device_of(keep, episode.images)], episode.labels[keep],
+                   episode.labeled[episode.labeled], episode.classes, episode.way, shots, episode.query)

@@ -22,7 +22,7 @@ from egnn.checkpoint import load_checkpoint, load_model_state, rng_state, run_lo
 from egnn.config import Config, make_config
 from egnn.data import FewShotSplit, load_dataset
 from egnn.data.transforms import augment, resolve_augment, resolve_normalize
-from egnn.devices import describe, resolve_device, set_deterministic
+from egnn.devices import describe, resolve_device, set_deterministic, to_device_of
 from egnn.distributed import average, barrier, init_from_env
 from egnn.episodes import EpisodeSampler
 from egnn.errors import CheckpointError, ConfigError, UserError
@@ -46,11 +46,25 @@ def out_of_memory_hint(batch_flag: str):
 
 
 def to_device(batch, device: torch.device):
-    """A training batch on ``device``; to a GPU from pinned memory without blocking, so the host never waits for
-    the copy (a copy from pageable memory synchronises)."""
+    """A batch (PyG ``Batch`` or any object with ``apply``) on ``device``: its host tensors through pinned memory
+    without blocking (:func:`egnn.devices.to_device_of`), tensors already there (device-resident images) kept."""
     if device.type != "cuda":
         return batch.to(device)
-    return batch.pin_memory().to(device, non_blocking=True)
+    return batch.apply(lambda t: to_device_of(t, device))
+
+
+def data_on_device(choice: str, splits: dict[str, FewShotSplit], device: torch.device) -> bool:
+    """Whether the splits' images move to ``device`` (``--data-on-device``): never on the CPU; ``auto``: when
+    they take at most a quarter of the GPU's free memory (Omniglot 25 MB, miniImageNet 1.2 GB)."""
+    if device.type != "cuda" or choice == "off":
+        return False
+    if choice == "on":
+        return True
+    from egnn.memory import available_bytes
+
+    need = sum(split.images.numel() for split in splits.values())  # uint8: one byte per value
+    budget = available_bytes(device)
+    return budget is not None and need <= budget // 4
 
 
 def seed_everything(seed: int) -> None:
@@ -225,6 +239,8 @@ class Trainer:
         self.method = method.to(self.device)
         if resolve_normalize(cfg.normalize, cfg.dataset) and not cfg.backbone_checkpoint:  # else: the backbone's own
             self.method.set_normalization(*self.splits["train"].channel_stats())
+        if data_on_device(cfg.data_on_device, self.splits, self.device):  # after the statistics: the CPU's
+            self.splits = {name: split.on(self.device) for name, split in self.splits.items()}
         self.model: torch.nn.Module = self.method  # what the training step calls: the method, or its DDP wrapper
         if self.world > 1:
             if cfg.tasks_per_batch % self.world:

@@ -95,3 +95,14 @@ def test_sweep_parts_train_in_parallel_then_one_call_reports_from_cache(tmp_path
     assert rows["semi", "transductive", 1.0]["accuracy"] == rows["labeled-only", "transductive", 1.0]["accuracy"]
     bad = egnn(*sweep, "--only", "nope")
     assert bad.returncode == 2 and "unknown sweep models nope" in bad.stderr + bad.stdout
+
+
+def test_a_batch_gathers_all_its_images_at_once_and_equals_the_episodes_one_by_one():
+    for drop in (False, True):
+        sampler = EpisodeSampler(SPLITS["train"], 3, 5, 2, seed=4, label_ratio=0.6, drop_unlabeled=drop)
+        batch = sampler.batch(10, 4)
+        for i, ep in enumerate(batch):
+            alone = sampler.episode(10 + i)
+            assert (ep.shot, ep.query) == (alone.shot, alone.query) == (3 if drop else 5, 2)
+            for key in ("images", "labels", "labeled", "classes"):
+                assert torch.equal(getattr(ep, key), getattr(alone, key)), key

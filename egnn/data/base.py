@@ -46,6 +46,13 @@ class FewShotSplit:
             self._stats = channel_stats(self.images)
         return self._stats
 
+    def on(self, device) -> "FewShotSplit":
+        """The same split with its images on ``device`` (labels and class tables stay on the CPU, where episodes
+        are drawn); its channel statistics are the CPU split's, so normalisation is the same bit for bit."""
+        moved = FewShotSplit(self.images.to(device), self.labels, self.class_names, self.name)
+        moved._stats = self.channel_stats()
+        return moved
+
     @property
     def num_classes(self) -> int:
         return len(self.class_names)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import torch
 
+from egnn.devices import to_device_of
+
 from egnn.data.registry import dataset_info
 
 AUGMENTATIONS = ("auto", "none", "crop", "crop-flip")
@@ -46,14 +48,6 @@ def resolve_normalize(kind: str, dataset: str) -> bool:
 def crop_padding(image_size: int) -> int:
     """Padding of the random crop: 8 px at miniImageNet's 84 px (as the reference code), 4 px below 64 px."""
     return 8 if image_size >= 64 else 4
-
-
-def to_device_of(t: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
-    """``t``, drawn on the CPU (so augmentation is the same on every device), on the device of ``images``; to a
-    GPU through pinned memory, without the host waiting for the copy."""
-    if images.device.type != "cuda":
-        return t.to(images.device)
-    return t.pin_memory().to(images.device, non_blocking=True)
 
 
 def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch_geometric.data import Batch
 
 from egnn.data import FewShotSplit
+from egnn.devices import to_device_of
 from egnn.errors import ConfigError
 from egnn.methods.base import FewShotMethod, MethodOutput, prototype_logits
 
@@ -26,11 +27,11 @@ class LabeledImages:
     x: torch.Tensor
     y: torch.Tensor
 
-    def to(self, device, non_blocking: bool = False) -> "LabeledImages":
-        return LabeledImages(self.x.to(device, non_blocking=non_blocking), self.y.to(device, non_blocking=non_blocking))
+    def to(self, device) -> "LabeledImages":
+        return self.apply(lambda t: t.to(device))
 
-    def pin_memory(self) -> "LabeledImages":
-        return LabeledImages(self.x.pin_memory(), self.y.pin_memory())
+    def apply(self, fn) -> "LabeledImages":
+        return LabeledImages(fn(self.x), fn(self.y))
 
 
 class ImageBatchSampler:
@@ -43,7 +44,8 @@ class ImageBatchSampler:
     def batch(self, first: int, count: int) -> LabeledImages:
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + first)
         idx = torch.randint(0, self.split.labels.numel(), (count,), generator=gen)
-        return LabeledImages(self.split.images[idx], self.split.labels[idx])
+        # device-resident images: the indices go to them (drawn on the CPU, so the same batches everywhere)
+        return LabeledImages(self.split.images[to_device_of(idx, self.split.images)], self.split.labels[idx])
 
 
 class PretrainClassifier(FewShotMethod):

@@ -141,3 +141,24 @@ def test_augmentation_on_the_gpu_gives_the_cpu_pixels():
     cpu = augment(images, "crop-flip", torch.Generator().manual_seed(5))
     gpu = augment(images.cuda(), "crop-flip", torch.Generator().manual_seed(5))
     assert torch.equal(cpu, gpu.cpu())
+
+
+def test_images_on_the_gpu_give_the_same_episodes_and_batches():
+    """--data-on-device: the split's images live on the GPU, episodes are drawn on the CPU as indices and
+    gathered there; the episodes, the augmented pixels and the collated batch equal the CPU ones."""
+    from egnn.config import make_config
+    from egnn.episodes import EpisodeSampler
+    from egnn.graph import collate
+    from egnn.trainer import Trainer, data_on_device
+    from tests.conftest import SPLITS
+
+    gpu = SPLITS["train"].on("cuda")
+    for drop in (False, True):
+        a = EpisodeSampler(SPLITS["train"], 3, 5, 2, seed=2, label_ratio=0.6, drop_unlabeled=drop).batch(0, 6)
+        b = EpisodeSampler(gpu, 3, 5, 2, seed=2, label_ratio=0.6, drop_unlabeled=drop).batch(0, 6)
+        assert all(torch.equal(x.images, y.images.cpu()) for x, y in zip(a, b))
+        assert torch.equal(collate(a).x, collate(b).x.cpu())
+    assert data_on_device("auto", SPLITS, torch.device("cuda")) and not data_on_device("on", SPLITS, torch.device("cpu"))
+    trainer = Trainer(make_config(way=3, shot=1, query=2, query_max=0, tasks_per_batch=4, device="cuda",
+                                  out="/tmp/unused"), SPLITS)
+    assert trainer.splits["train"].images.is_cuda and torch.isfinite(trainer.step()[0])
