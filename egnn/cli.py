@@ -81,6 +81,8 @@ CONFIG_OPTIONS = {
     "hard_tasks": typer.Option(None, "--hard-tasks/--no-hard-tasks",
                                                   help="MTL's hard-task meta-batch from each batch's failure classes."),
     "inner_steps": typer.Option(None, help="MTL base learner: gradient steps on the support set."),
+    "inner_init": typer.Option(None, help="MTL base learner's start: learned (the paper) or prototypes "
+        "(Proto-MAML: the nearest-prototype classifier, then the inner steps)."),
     "inner_lr": typer.Option(None, help="MTL base learner: step size."),
     "layers": typer.Option(None, help="Graph layers."),
     "knn": typer.Option(None, help="Sparse transductive graphs: edges from each node's k nearest "
@@ -222,9 +224,9 @@ def pretrain(
 
 
 META_TRANSFER_KEYS = ("dataset", "data_root", "way", "shot", "query", "hard_tasks", "inner_steps", "inner_lr",
-                      "iterations", "tasks_per_batch", "lr", "val_every", "val_episodes", "test_episodes", "eval_batch",
-                      "seed", "eval_seed", "threads", "device", "data_on_device", "precision", "patience",
-                      "max_minutes", "out")
+                      "inner_init", "iterations", "tasks_per_batch", "lr", "val_every", "val_episodes",
+                      "test_episodes", "eval_batch", "seed", "eval_seed", "threads", "device", "data_on_device",
+                      "precision", "patience", "max_minutes", "out")
 
 
 @app.command("meta-transfer")

@@ -49,6 +49,7 @@ class Config:
     hard_tasks: bool = False  # MTL's hard-task meta-batch: re-sample tasks from each batch's failure classes
     inner_steps: int = 20  # MTL base learner: gradient steps on the support set
     inner_lr: float = 0.1
+    inner_init: str = "learned"  # MTL base learner's start: learned (the paper: zero, then meta-learned) or prototypes (Proto-MAML)
     embedding: int = 128
     layers: int = 3
     node_features: int = 96

@@ -34,6 +34,19 @@ def fit_classifier(support: torch.Tensor, labels: torch.Tensor, way: int, steps:
     return w
 
 
+def prototype_classifier(support: torch.Tensor, labels: torch.Tensor, way: int) -> torch.Tensor:
+    r"""The nearest-prototype classifier as linear weights ``(T, way, D + 1)``: :math:`w_c = 2 p_c`,
+    :math:`b_c = -\lVert p_c \rVert^2`, so :math:`w_c \cdot q + b_c = \lVert q \rVert^2 - \lVert q - p_c \rVert^2`
+    ranks classes exactly as Euclidean prototypes do (Proto-MAML, Triantafillou et al., ICLR 2020).
+
+    A base learner started from zero cannot reach this at 1 shot: every class has one support, so the biases get
+    the same gradient and stay equal, and the classifier ranks by a centred dot product that ignores the
+    prototypes' norms (``scripts/mtl_base_learner.py``)."""
+    onehot = F.one_hot(labels, way).to(support.dtype)  # (T, S, way)
+    protos = onehot.transpose(1, 2) @ support / onehot.sum(1)[..., None].clamp_min(1)  # (T, way, D)
+    return torch.cat([2 * protos, -protos.square().sum(-1, keepdim=True)], -1)
+
+
 def classify(query: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """Logits ``(T, Q, way)`` of query features ``(T, Q, D)`` under fitted weights ``(T, way, D + 1)``."""
     return torch.cat([query, query.new_ones(*query.shape[:2], 1)], -1) @ w.transpose(1, 2)

@@ -40,3 +40,28 @@ def test_base_learner_fits_separable_supports_and_is_differentiable():
     assert logits.argmax(-1).tolist() == [[0, 1, 2]]
     torch.nn.functional.cross_entropy(logits[0], torch.arange(3)).backward()
     assert support.grad is not None and support.grad.abs().sum() > 0
+
+
+def test_prototype_initialisation_is_the_nearest_prototype_classifier():
+    """inner_init prototypes (Proto-MAML): before any inner step the base learner's probabilities are exactly
+    ProtoNet's, because w_c.q + b_c = |q|^2 - |q - p_c|^2 differs from -|q - p_c|^2 by a per-query constant; from
+    zero, one support per class leaves every bias equal, and the ranking ignores the prototypes' norms."""
+    from baselines.protonet import PrototypicalNetworks
+    from egnn.backbones import create_backbone
+    from egnn.graph import collate
+    from egnn.methods.mtl import MTLClassifier
+    from egnn.mtl import prototype_classifier
+    from tests.conftest import make_episode
+
+    backbone = create_backbone("conv4", in_channels=1, image_size=28, out_features=16).eval()
+    batch = collate([make_episode(way=3, shot=2, query=2, seed=s) for s in range(3)])
+    proto = PrototypicalNetworks(backbone).eval()(batch)
+    mtl = MTLClassifier(backbone, way=3, inner_steps=0, inner_init="prototypes").eval()(batch)
+    torch.testing.assert_close(mtl.logits.softmax(-1), proto.logits.softmax(-1), rtol=1e-5, atol=1e-6)
+    # by hand, on two classes of one support each: w = 2p, b = -|p|^2
+    support = torch.tensor([[[1.0, 0.0], [0.0, 3.0]]])
+    w = prototype_classifier(support, torch.tensor([[0, 1]]), 2)
+    assert torch.equal(w, torch.tensor([[[2.0, 0.0, -1.0], [0.0, 6.0, -9.0]]]))
+    # from zero, one gradient step leaves the biases equal
+    b = fit_classifier(support, torch.tensor([[0, 1]]), 2, steps=1, lr=0.5)[..., -1]
+    assert b[0, 0] == b[0, 1]

@@ -9,21 +9,26 @@ import torch.nn.functional as F
 from torch_geometric.data import Batch
 
 from egnn.methods.base import FewShotMethod, MethodOutput
-from egnn.mtl import classify, fit_classifier
+from egnn.mtl import classify, fit_classifier, prototype_classifier
 
 
 class MTLClassifier(FewShotMethod):
     """Scores ``(B, Q, way)`` of the queries under a classifier fitted to the labeled supports of each episode.
     Queries never interact, so both modes give the same result."""
 
-    def __init__(self, backbone: nn.Module, way: int, inner_steps: int = 20, inner_lr: float = 0.1) -> None:
+    def __init__(self, backbone: nn.Module, way: int, inner_steps: int = 20, inner_lr: float = 0.1,
+                 inner_init: str = "learned") -> None:
         super().__init__(backbone)
         self.init = nn.Parameter(torch.zeros(way, backbone.out_features + 1))  # base learner's (W | b) at step 0
-        self.inner_steps, self.inner_lr = inner_steps, inner_lr
+        self.inner_steps, self.inner_lr, self.inner_init = inner_steps, inner_lr, inner_init
 
     @classmethod
     def check_config(cls, cfg) -> None:
         super().check_config(cfg)
+        if cfg.inner_init not in ("learned", "prototypes"):
+            from egnn.errors import ConfigError
+
+            raise ConfigError(f"inner-init must be learned or prototypes, got '{cfg.inner_init}'")
         if cfg.inner_steps < 0 or cfg.inner_lr <= 0:
             from egnn.errors import ConfigError
 
@@ -31,7 +36,7 @@ class MTLClassifier(FewShotMethod):
 
     @classmethod
     def from_config(cls, backbone, cfg) -> "MTLClassifier":
-        return cls(backbone, cfg.way, cfg.inner_steps, cfg.inner_lr)
+        return cls(backbone, cfg.way, cfg.inner_steps, cfg.inner_lr, cfg.inner_init)
 
     def forward(self, batch: Batch, transductive: bool = True) -> MethodOutput:
         v, dense = self.embed(batch)  # (B, N, D)
@@ -47,7 +52,10 @@ class MTLClassifier(FewShotMethod):
             support, labels = v[:, :s][:, keep], dense.y[:, :s][:, keep]
         else:
             support, labels = v[:, :s], dense.y[:, :s]
-        w = fit_classifier(support, labels, dense.way, self.inner_steps, self.inner_lr, self.init[:dense.way])
+        init = self.init[:dense.way]
+        if self.inner_init == "prototypes":  # Proto-MAML: start at the nearest-prototype classifier, plus the learned
+            init = prototype_classifier(support, labels, dense.way) + init  # residual (zero before meta-training)
+        w = fit_classifier(support, labels, dense.way, self.inner_steps, self.inner_lr, init)
         return MethodOutput(logits=classify(self.queries(v, dense), w), query_labels=self.queries(dense.y, dense))
 
     def loss(self, out: MethodOutput) -> torch.Tensor:
