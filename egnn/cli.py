@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 import warnings
 from dataclasses import fields
 from functools import wraps
@@ -360,6 +361,7 @@ def compare(
     """Train or load several models and evaluate them on identical episodes, with paired differences."""
     from egnn.compare import compare as run, load_spec, table, write
 
+    started = time.time()
     spec = load_spec(config)
     summary = run(spec, progress=not quiet, only=only)
     if only:
@@ -367,7 +369,7 @@ def compare(
         return
     from egnn.provenance import provenance
 
-    summary.update(provenance())
+    summary.update(provenance(started=started))
     typer.echo(table(summary))
     files = write(summary, spec.get("output", f"results/compare_{config.stem}"))
     typer.echo(f"wrote {', '.join(str(f) for f in files.values())}")
@@ -381,22 +383,37 @@ def sweep(
                                              "shell pattern (repeatable), no report: parts of a sweep in parallel."),
     runs: Optional[Path] = typer.Option(None, help="Where the runs train (default: the spec's runs_dir, else "
                                         "runs/sweep/<spec name>)."),
+    set_values: Optional[list[str]] = typer.Option(None, "--set", help="KEY=VALUE (repeatable): a config key "
+                                                   "for every run, over the spec's base, runs and grid."),
+    output: Optional[Path] = typer.Option(None, help="The report's path prefix (default: the spec's output)."),
+    list_runs: bool = typer.Option(False, "--list", help="Print the names of the runs, one per line, and stop "
+                                   "(e.g. to start one --only process per run)."),
+    report: bool = typer.Option(False, "--report", help="With --only: report on those runs alone (JSON, Markdown, "
+                                "PNG), e.g. the part of a sweep one GPU call could train."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Train every run of a grid of configs, test all on the same fixed episodes, write JSON, Markdown and PNG."""
-    from egnn.sweep import load_sweep, sweep as run, table, write
+    from egnn.sweep import expand, load_sweep, parse_set, sweep as run, table, write
 
-    parsed = load_sweep(spec)
+    started = time.time()
+    parsed = load_sweep(spec, parse_set(set_values or []))
+    if list_runs:
+        from fnmatch import fnmatch
+
+        typer.echo("\n".join(n for n in expand(parsed) if not only or any(fnmatch(n, p) for p in only)))
+        return
     if runs is not None:
         parsed["runs_dir"] = str(runs)
+    if output is not None:
+        parsed["output"] = str(output)
     summary = run(parsed, progress=not quiet, only=only)
-    if only:
+    if only and not report:
         typer.echo(f"trained and tested {', '.join(summary['runs'])} in {parsed['runs_dir']}; run without --only "
-                   f"to report")
+                   f"(or with --report) to report")
         return
     from egnn.provenance import provenance
 
-    summary.update(provenance())
+    summary.update(provenance(started=started))
     typer.echo(table(summary))
     files = write(summary, parsed["output"])
     typer.echo(f"wrote {', '.join(str(f) for f in files.values())}")
@@ -414,6 +431,7 @@ def label_ratio(
     """Semi-supervised sweep over label ratios, models and modes on identical test episodes."""
     from egnn.label_ratio import label_ratio_sweep, load_sweep, table, write
 
+    started = time.time()
     spec = load_sweep(config)
     summary = label_ratio_sweep(spec, progress=not quiet, runs=runs, only=only)
     if only:
@@ -421,7 +439,7 @@ def label_ratio(
         return
     from egnn.provenance import provenance
 
-    summary.update(provenance())
+    summary.update(provenance(started=started))
     typer.echo(table(summary))
     files = write(summary, spec.get("output", f"results/label_ratio_{summary['dataset']}"))
     typer.echo(f"wrote {', '.join(str(f) for f in files.values())}")

@@ -51,7 +51,7 @@ def compare(spec: dict[str, Any], progress: bool = True, only: list[str] | None 
             rows[name][f"paired_difference_{reference}_minus_this"] = d["mean"]
             rows[name]["paired_difference_ci95"] = d["ci95"]
     protocol = {k: v for k, v in next(iter(summary["runs"].values()))["test"][q]["protocol"].items()}
-    return {"protocol": {**protocol, "reference": reference}, "models": rows}
+    return {"protocol": {**protocol, "reference": reference}, "models": rows, "device": summary["device"]}
 
 
 def table(summary: dict[str, Any]) -> str:

@@ -26,12 +26,29 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
     return torch.device(name)
 
 
+def cpu_name() -> str:
+    """The processor's model and core count, e.g. ``AMD EPYC, 2 CPUs`` (Linux names it in /proc/cpuinfo;
+    ``platform.processor()`` is empty there)."""
+    import platform
+
+    model = ""
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8", errors="replace"):
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model or platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
+
+
 def describe(device: str | torch.device) -> str:
-    """``cpu``, or ``cuda:0 (NVIDIA H100 80GB HBM3)``: what results record next to every number."""
+    """``cpu (AMD EPYC, 2 CPUs)``, or ``cuda:0 (NVIDIA H100 80GB HBM3)``: what results record next to every
+    number."""
     device = resolve_device(device)
     if device.type == "cuda":
         return f"{device} ({torch.cuda.get_device_name(device)})"
-    return "cpu"
+    return f"cpu ({cpu_name()})"
 
 
 def set_deterministic(enabled: bool) -> None:

@@ -81,7 +81,7 @@ def label_ratio_sweep(spec: dict[str, Any], progress: bool = True, runs: str | P
                      "train_seconds": r["train_seconds"], "test_seconds": test["seconds"],
                      "run": r["config"]["out"], "protocol": test["protocol"]})
     return {"dataset": shared.dataset, "way": shared.way, "shot": shared.shot, "ratios": spec["ratios"],
-            "evaluation": ev, "train_modes": train_modes, "results": rows}
+            "evaluation": ev, "train_modes": train_modes, "results": rows, "device": summary["device"]}
 
 
 def table(summary: dict[str, Any]) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -23,12 +24,17 @@ def git_revision() -> Optional[str]:
     return _git("rev-parse", "HEAD")
 
 
-def provenance(program: str = "egnn", argv: Optional[list[str]] = None) -> dict[str, Any]:
+def provenance(program: str = "egnn", argv: Optional[list[str]] = None,
+               started: Optional[float] = None) -> dict[str, Any]:
     """``{"command", "git_revision", "uncommitted_changes"}`` for the running command: ``program`` (as typed,
     e.g. ``python scripts/bench_speed.py``) and its arguments ``argv`` (default ``sys.argv[1:]``), shell-quoted.
     ``uncommitted_changes`` says whether tracked files differed from the revision when the result was made (None
-    outside a git checkout), so a result is never silently attributed to code it did not run."""
+    outside a git checkout), so a result is never silently attributed to code it did not run. With ``started``
+    (a ``time.time()``), also ``wall_seconds``: how long the command took until now."""
     status = _git("status", "--porcelain", "--untracked-files=no")
     args = sys.argv[1:] if argv is None else argv
-    return {"command": " ".join([program, shlex.join(args)]) if args else program,
+    made = {"command": " ".join([program, shlex.join(args)]) if args else program,
             "git_revision": git_revision(), "uncommitted_changes": None if status is None else bool(status)}
+    if started is not None:
+        made["wall_seconds"] = round(time.time() - started, 2)
+    return made

@@ -12,7 +12,9 @@ A sweep spec (YAML):
   in this mode; default: each in its own);
 - ``reference``: a run the others are compared against, as paired differences on identical episodes;
 - ``output``: the report's path prefix (JSON, Markdown, PNG); ``runs_dir``: where runs train (default
-  ``runs/sweep/<spec name>``).
+  ``runs/sweep/<spec name>``);
+- ``set``: config keys that win over ``base``, ``runs`` and ``grid`` in every run (the CLI's ``--set KEY=VALUE``:
+  a GPU spec tried on the CPU, a shorter budget).
 
 Runs train in the order listed, so a later run may build on an earlier one's ``best.pt`` (e.g. a meta-transfer
 run on a pretraining run): ``{runs}`` in a value is the run directory, e.g.
@@ -30,25 +32,31 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
-from egnn.config import expand_includes, make_config
+from egnn.config import expand_includes, make_config, read_yaml
 from egnn.data import load_dataset
 from egnn.data.paths import atomic_save
+from egnn.devices import describe
 from egnn.errors import ConfigError
 from egnn.losses import mean_ci95
 from egnn.reports import read_spec, write_report
 from egnn.trainer import Trainer, evaluate_config, load_trained
 
-SPEC_KEYS = {"base", "runs", "grid", "test", "reference", "output", "runs_dir"}
+SPEC_KEYS = {"base", "runs", "grid", "test", "reference", "output", "runs_dir", "set"}
 TEST_KEYS = {"queries", "episodes", "transductive"}
 # what fixes the test episodes (not the mode, the device or the graph they are run on): equal, the same episodes
 EPISODE_KEYS = ("dataset", "split", "way", "shot", "query", "episodes", "label_ratio", "seed")
 
 
-def load_sweep(path: str | Path) -> dict[str, Any]:
-    """Read and check a sweep spec: every run's config is built (and validated) before anything trains."""
+def load_sweep(path: str | Path, set_values: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Read and check a sweep spec, ``set_values`` added to its ``set``: every run's config is built (and
+    validated) before anything trains."""
     path = Path(path)
     spec = read_spec(path, "sweep", SPEC_KEYS, set())
+    if not isinstance(spec.get("set") or {}, dict):
+        raise ConfigError(f"sweep config {path}: set maps config keys to values, got {spec['set']!r}")
+    spec["set"] = {**(spec.get("set") or {}), **(set_values or {})}
     spec["runs"] = {name: expand_includes(dict(o or {}), path.parent) for name, o in (spec.get("runs") or {"": {}}).items()}
     spec.setdefault("runs_dir", f"runs/sweep/{path.stem}")
     spec.setdefault("output", f"results/sweep_{path.stem}")
@@ -66,6 +74,22 @@ def load_sweep(path: str | Path) -> dict[str, Any]:
     return spec
 
 
+def parse_set(items: list[str]) -> dict[str, Any]:
+    """``["max_minutes=4", "device=cpu"]`` -> ``{"max_minutes": 4, "device": "cpu"}``: values read as YAML scalars,
+    keys as config keys or their flag spelling (``max-minutes``)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set takes KEY=VALUE, got '{item}': e.g. --set max_minutes=4")
+        try:
+            out[key.strip().replace("-", "_")] = read_yaml(value) if value.strip() else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {item}: the value is not a YAML scalar ({exc.__class__.__name__}): quote it "
+                              f"or fix it") from None
+    return out
+
+
 def expand(spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Every run of ``spec``: name -> its config overrides, the grid's combinations crossed with ``runs``."""
     keys = list(spec.get("grid", {}))
@@ -74,7 +98,7 @@ def expand(spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
     for name, overrides in spec["runs"].items():
         for point in points:
             label = ",".join(f"{k}={v}" for k, v in point.items())
-            out["/".join(p for p in (name, label) if p)] = {**overrides, **point}
+            out["/".join(p for p in (name, label) if p)] = {**overrides, **point, **spec.get("set", {})}
     return out
 
 
@@ -99,7 +123,10 @@ def sweep(spec: dict[str, Any], progress: bool = True, only: list[str] | None = 
         if key not in splits_of:
             splits_of[key] = load_dataset(*key)
         rows[name] = run_and_test(cfg, splits_of[key], run_test, checkpoint, progress)
-    summary = {"spec": {k: spec.get(k) for k in ("base", "grid", "test", "reference")}, "runs": rows}
+    # the machine of each number: its runs' devices (parts run with --only may have trained elsewhere)
+    devices = sorted({row["device"] for row in rows.values()})
+    summary = {"spec": {k: spec.get(k) for k in ("base", "grid", "test", "reference")}, "runs": rows,
+               "device": ", ".join(devices)}
     ref = spec.get("reference")
     if ref in rows:
         for name, row in rows.items():
@@ -139,7 +166,7 @@ def run_and_test(cfg, splits, test: dict[str, Any], checkpoint: str | None, prog
         results[str(q)] = stored[key]
     if cache is not None:
         atomic_save(json.dumps(stored), cache, write=lambda text, file: Path(file).write_text(text))
-    return {"config": trained.to_dict(), **facts, "test": results}
+    return {"config": trained.to_dict(), **facts, "device": describe(cfg.device), "test": results}
 
 
 def paired_differences(ref: dict[str, Any], row: dict[str, Any]) -> dict[str, dict[str, float]]:

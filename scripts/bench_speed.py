@@ -596,13 +596,13 @@ def plot(rows: list[dict], path: Path) -> None:
 
 
 def _machine(device: str) -> str:
-    import platform
-
     import torch
+
+    from egnn.devices import cpu_name
 
     if device.startswith("cuda") and torch.cuda.is_available():
         return torch.cuda.get_device_name(torch.device(device))
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
+    return cpu_name()
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ import yaml
 from egnn.config import load_config, make_config
 from egnn.errors import ConfigError
 from egnn.losses import mean_ci95
-from egnn.sweep import expand, load_sweep
+from egnn.sweep import expand, load_sweep, parse_set
 from egnn.trainer import Trainer, evaluate_config
 from tests.conftest import assert_user_error, egnn
 
@@ -37,7 +37,8 @@ def test_sweep_trains_what_egnn_train_trains_and_pairs_runs_on_the_same_episodes
     assert proc.returncode == 0, proc.stderr
     report = json.loads((tmp_path / "report.json").read_text())
     assert (tmp_path / "report.md").read_text().startswith("| run |") and (tmp_path / "report.png").stat().st_size
-    assert report["git_revision"] and "egnn sweep" in report["command"]
+    assert report["git_revision"] and "egnn sweep" in report["command"] and report["wall_seconds"] > 0
+    assert report["device"].startswith("cpu (") and all(r["device"] == report["device"] for r in report["runs"].values())
     # the same config trained directly gives bit-identical test episodes' accuracies
     cfg = make_config(BASE, query=2, transductive=False, out=str(tmp_path / "direct"))
     trainer = Trainer(cfg)
@@ -66,6 +67,23 @@ def test_parts_run_alone_then_one_call_reports_from_their_cache(tmp_path):
     assert all(p.stat().st_mtime_ns == t for p, t in tested.items())
     assert len(json.loads((tmp_path / "report.json").read_text())["runs"]) == 4
     assert_user_error(egnn("sweep", spec, "--only", "nope"), "--only nope matches no run of the sweep")
+
+
+def test_set_wins_over_base_runs_and_grid_and_a_part_may_report_alone(tmp_path):
+    spec = write_spec(tmp_path)
+    runs = expand(load_sweep(spec, parse_set(["query=3", "transductive=false", "max-minutes=0.5"])))
+    assert all(o["query"] == 3 and o["transductive"] is False and o["max_minutes"] == 0.5 for o in runs.values())
+    listed = egnn("sweep", spec, "--list", "--only", "q2/*")
+    assert listed.stdout.split() == ["q2/transductive=True", "q2/transductive=False"]
+    part = egnn("sweep", spec, "--only", "q1/*", "--report", "--set", "iterations=2", "--output", tmp_path / "part",
+                "--quiet")
+    assert part.returncode == 0, part.stderr
+    report = json.loads((tmp_path / "part.json").read_text())
+    assert sorted(report["runs"]) == ["q1/transductive=False", "q1/transductive=True"]
+    assert all(r["iterations_trained"] == 2 for r in report["runs"].values())
+    assert "--set iterations=2" in report["command"] and not (tmp_path / "report.json").exists()
+    assert_user_error(egnn("sweep", spec, "--set", "iterations"), "--set takes KEY=VALUE")
+    assert_user_error(egnn("sweep", spec, "--set", "wayy=3"), "unknown config key(s) wayy")
 
 
 def test_bad_sweep_specs_are_one_line_errors(tmp_path):
