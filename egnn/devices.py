@@ -27,23 +27,28 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
 
 
 def cpu_name() -> str:
-    """The processor's model and core count, e.g. ``AMD EPYC, 2 CPUs`` (Linux names it in /proc/cpuinfo;
-    ``platform.processor()`` is empty there)."""
+    """The processor as results record it, e.g. ``AMD EPYC (family 25 model 1), AVX2, 2 CPUs``: its model (Linux
+    names it in /proc/cpuinfo; ``platform.processor()`` is empty there), the vector instructions torch's kernels
+    use (which set their float rounding: the same code gives other bits on another of these) and the cores."""
     import platform
 
-    model = ""
+    info: dict[str, str] = {}
     try:
         for line in open("/proc/cpuinfo", encoding="utf-8", errors="replace"):
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+            key, sep, value = line.partition(":")
+            if not sep:
+                break  # the first processor's block is enough
+            info.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return f"{model or platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
+    model = info.get("model name") or platform.processor() or platform.machine()
+    if "cpu family" in info and "model" in info:
+        model += f" (family {info['cpu family']} model {info['model']})"
+    return f"{model}, {torch.backends.cpu.get_cpu_capability()}, {os.cpu_count()} CPUs"
 
 
 def describe(device: str | torch.device) -> str:
-    """``cpu (AMD EPYC, 2 CPUs)``, or ``cuda:0 (NVIDIA H100 80GB HBM3)``: what results record next to every
+    """``cpu (AMD EPYC (family 25 model 1), AVX2, 2 CPUs)``, or ``cuda:0 (NVIDIA H100 80GB HBM3)``: what results record next to every
     number."""
     device = resolve_device(device)
     if device.type == "cuda":
