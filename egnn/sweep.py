@@ -113,12 +113,13 @@ def sweep(spec: dict[str, Any], progress: bool = True, only: list[str] | None = 
     splits_of: dict[tuple, Any] = {}
     rows = {}
     for name in chosen:
-        # "{runs}" in a value is the sweep's run directory: a run may name an earlier run's checkpoint
-        overrides = {k: v.replace("{runs}", str(spec["runs_dir"])) if isinstance(v, str) else v
-                     for k, v in runs[name].items()}
+        # "{runs}" in a value (of base or of the run) is the sweep's run directory: a run may name an earlier
+        # run's checkpoint
+        overrides = _fill_runs(runs[name], spec["runs_dir"])
         checkpoint = overrides.pop("checkpoint", None)
         run_test = {**test, **overrides.pop("test", {})}  # a run may test on its own number of episodes or mode
-        cfg = make_config(base, **{"out": str(Path(spec["runs_dir"]) / name.replace("/", "_")), **overrides})
+        cfg = make_config(_fill_runs(base, spec["runs_dir"]),
+                          **{"out": str(Path(spec["runs_dir"]) / name.replace("/", "_")), **overrides})
         key = (cfg.dataset, cfg.data_root, cfg.image_size)
         if key not in splits_of:
             splits_of[key] = load_dataset(*key)
@@ -133,6 +134,10 @@ def sweep(spec: dict[str, Any], progress: bool = True, only: list[str] | None = 
             if name != ref:
                 row["paired_difference"] = paired_differences(rows[ref], row)
     return summary
+
+
+def _fill_runs(values: dict[str, Any], runs_dir: str | Path) -> dict[str, Any]:
+    return {k: v.replace("{runs}", str(runs_dir)) if isinstance(v, str) else v for k, v in values.items()}
 
 
 def run_and_test(cfg, splits, test: dict[str, Any], checkpoint: str | None, progress: bool) -> dict[str, Any]:

@@ -86,6 +86,14 @@ def test_set_wins_over_base_runs_and_grid_and_a_part_may_report_alone(tmp_path):
     assert_user_error(egnn("sweep", spec, "--set", "wayy=3"), "unknown config key(s) wayy")
 
 
+def test_runs_placeholder_is_filled_in_base_values_too(tmp_path):
+    # every run of a chain may build on one earlier run: {runs} in base names the sweep's run directory
+    spec = write_spec(tmp_path, base={**BASE, "model": "mtl", "transductive": False,
+                                      "backbone_checkpoint": "{runs}/pretrain/best.pt"},
+                      runs={"a": {}}, grid={}, reference=None)
+    assert_user_error(egnn("sweep", spec, "--quiet"), f"{tmp_path / 'runs'}/pretrain/best.pt not found")
+
+
 def test_bad_sweep_specs_are_one_line_errors(tmp_path):
     assert_user_error(egnn("sweep", write_spec(tmp_path, grid={"way": 5})), "grid maps config keys to non-empty lists")
     assert_user_error(egnn("sweep", write_spec(tmp_path, reference="q9")), "reference 'q9' is not one of its runs")
