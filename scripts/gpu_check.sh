@@ -3,11 +3,12 @@
 #   run(command="bash scripts/gpu_check.sh", carry=["gpu_data"], timeout_s=540)
 # with Omniglot and ../shared/reference copied into the git-ignored gpu_data/ (see ../shared/GPU.md).
 # It installs egnn against the machine's own torch (no --no-deps: the version ranges must admit it), prints the
-# versions and the GPU, runs the CUDA test suite, and leaves its log in $OUT.
+# versions and the GPU, runs the CUDA test suite (in one process, -n 0: the tests share one GPU, and its memory
+# checks read its free memory), and leaves its log in $OUT.
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu_check}; mkdir -p "$OUT"
 export EGNN_DATA=${EGNN_DATA:-$PWD/gpu_data}
 python3 -m pip install -q --no-index --no-build-isolation . 2>&1 | tail -3 | tee "$OUT/install.log"
 python3 -c "import torch, torchvision, torch_geometric, egnn; print('torch', torch.__version__, 'torchvision', \
 torchvision.__version__, 'pyg', torch_geometric.__version__, 'gpu', torch.cuda.get_device_name(0))" | tee "$OUT/versions.txt"
-timeout 480 python3 -m pytest -m cuda tests/gpu -q -p no:cacheprovider 2>&1 | tee "$OUT/cuda_tests.log" | tail -25
+timeout 480 python3 -m pytest -m cuda tests/gpu -q -n 0 -p no:cacheprovider 2>&1 | tee "$OUT/cuda_tests.log" | tail -25
