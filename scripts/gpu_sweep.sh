@@ -7,16 +7,19 @@
 # with Omniglot in the git-ignored gpu_data/omniglot-py (../shared/GPU.md). Every argument after the spec goes to
 # each `egnn sweep` call (--only, --set max_minutes=3, ...). Back here: results/<spec>.{json,md,png} from
 # files_at, and `cat <spec>_checkpoints.tar.part-* | tar -x -C results/checkpoints/<spec>` for the checkpoints.
-# Tried on the CPU with NO_INSTALL=1 OUT=/tmp/out and --set dataset=glyphs --set device=cpu plus tiny budgets.
+# On the CPU (tests/test_gpu_sweep_script.py): NO_INSTALL=1 OUT=... RUNS=... and --set dataset=glyphs
+# --set device=cpu plus tiny budgets; PYTHON names the interpreter (default python3).
 set -uo pipefail
 spec=$1; shift
 name=$(basename "$spec" .yaml)
 OUT=${OUT:-/tmp/gpu_sweep}; RUNS=${RUNS:-/tmp/gpu_runs/$name}
 mkdir -p "$OUT" "$RUNS"
 export EGNN_DATA=${EGNN_DATA:-$PWD/gpu_data} PYTHONUNBUFFERED=1
+PYTHON=${PYTHON:-python3}
 if [ -z "${NO_INSTALL:-}" ]; then
-  python3 -m pip install -q --no-index --no-build-isolation . 2>&1 | tail -3
+  "$PYTHON" -m pip install -q --no-index --no-build-isolation . 2>&1 | tail -3
 fi
+egnn() { "$PYTHON" -m egnn.cli "$@"; }
 mapfile -t runs < <(egnn sweep "$spec" --list "$@") || exit 2
 [ ${#runs[@]} -gt 0 ] || { echo "error: no run of $spec matches $*" >&2; exit 2; }
 start=$(date +%s)
