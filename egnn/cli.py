@@ -393,14 +393,12 @@ def sweep(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Train every run of a grid of configs, test all on the same fixed episodes, write JSON, Markdown and PNG."""
-    from egnn.sweep import expand, load_sweep, parse_set, sweep as run, table, write
+    from egnn.sweep import chosen_runs, load_sweep, parse_set, sweep as run, table, write
 
     started = time.time()
     parsed = load_sweep(spec, parse_set(set_values or []))
     if list_runs:
-        from fnmatch import fnmatch
-
-        typer.echo("\n".join(n for n in expand(parsed) if not only or any(fnmatch(n, p) for p in only)))
+        typer.echo("\n".join(chosen_runs(parsed, only)))
         return
     if runs is not None:
         parsed["runs_dir"] = str(runs)

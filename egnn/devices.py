@@ -48,8 +48,8 @@ def cpu_name() -> str:
 
 
 def describe(device: str | torch.device) -> str:
-    """``cpu (AMD EPYC (family 25 model 1), AVX2, 2 CPUs)``, or ``cuda:0 (NVIDIA H100 80GB HBM3)``: what results record next to every
-    number."""
+    """``cpu (AMD EPYC (family 25 model 1), AVX2, 2 CPUs)``, or ``cuda:0 (NVIDIA H100 80GB HBM3)``: what results
+    record next to every number."""
     device = resolve_device(device)
     if device.type == "cuda":
         return f"{device} ({torch.cuda.get_device_name(device)})"

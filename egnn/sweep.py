@@ -102,24 +102,32 @@ def expand(spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def sweep(spec: dict[str, Any], progress: bool = True, only: list[str] | None = None) -> dict[str, Any]:
-    """Train (or resume, or load) and test every run of ``spec``; ``only`` (names or shell patterns) restricts
-    the sweep to those runs. Returns the summary: per run, its config, training facts and test results."""
+def chosen_runs(spec: dict[str, Any], only: list[str] | None = None) -> list[str]:
+    """The names of ``spec``'s runs that ``only`` (names or shell patterns) picks: all of them without it; an
+    ``only`` that picks none is a :class:`ConfigError`."""
     runs = expand(spec)
     chosen = [n for n in runs if not only or any(fnmatch(n, pattern) for pattern in only)]
     if only and not chosen:
         raise ConfigError(f"--only {' '.join(only)} matches no run of the sweep; its runs are {', '.join(runs)}")
-    base, test = spec.get("base", {}), {"queries": [1], "episodes": 1000, **spec.get("test", {})}
+    return chosen
+
+
+def sweep(spec: dict[str, Any], progress: bool = True, only: list[str] | None = None) -> dict[str, Any]:
+    """Train (or resume, or load) and test every run of ``spec``; ``only`` (names or shell patterns) restricts
+    the sweep to those runs. Returns the summary: per run, its config, training facts and test results."""
+    runs = expand(spec)
+    chosen = chosen_runs(spec, only)
+    # "{runs}" in a value (of base or of a run) is the sweep's run directory: a run may name an earlier run's
+    # checkpoint
+    base = _fill_runs(spec.get("base", {}), spec["runs_dir"])
+    test = {"queries": [1], "episodes": 1000, **spec.get("test", {})}
     splits_of: dict[tuple, Any] = {}
     rows = {}
     for name in chosen:
-        # "{runs}" in a value (of base or of the run) is the sweep's run directory: a run may name an earlier
-        # run's checkpoint
         overrides = _fill_runs(runs[name], spec["runs_dir"])
         checkpoint = overrides.pop("checkpoint", None)
         run_test = {**test, **overrides.pop("test", {})}  # a run may test on its own number of episodes or mode
-        cfg = make_config(_fill_runs(base, spec["runs_dir"]),
-                          **{"out": str(Path(spec["runs_dir"]) / name.replace("/", "_")), **overrides})
+        cfg = make_config(base, **{"out": str(Path(spec["runs_dir"]) / name.replace("/", "_")), **overrides})
         key = (cfg.dataset, cfg.data_root, cfg.image_size)
         if key not in splits_of:
             splits_of[key] = load_dataset(*key)

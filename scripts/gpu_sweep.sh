@@ -20,8 +20,8 @@ if [ -z "${NO_INSTALL:-}" ]; then
   "$PYTHON" -m pip install -q --no-index --no-build-isolation . 2>&1 | tail -3
 fi
 egnn() { "$PYTHON" -m egnn.cli "$@"; }
-mapfile -t runs < <(egnn sweep "$spec" --list "$@") || exit 2
-[ ${#runs[@]} -gt 0 ] || { echo "error: no run of $spec matches $*" >&2; exit 2; }
+listed=$(egnn sweep "$spec" --list "$@") || exit 2  # a bad spec or an --only that picks nothing: one line
+mapfile -t runs <<< "$listed"
 start=$(date +%s)
 for run in "${runs[@]}"; do
   egnn sweep "$spec" --runs "$RUNS" --quiet --only "$run" "$@" > "$RUNS/$(echo "$run" | tr '/=,' '___').log" 2>&1 &

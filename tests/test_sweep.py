@@ -38,7 +38,8 @@ def test_sweep_trains_what_egnn_train_trains_and_pairs_runs_on_the_same_episodes
     report = json.loads((tmp_path / "report.json").read_text())
     assert (tmp_path / "report.md").read_text().startswith("| run |") and (tmp_path / "report.png").stat().st_size
     assert report["git_revision"] and "egnn sweep" in report["command"] and report["wall_seconds"] > 0
-    assert report["device"].startswith("cpu (") and all(r["device"] == report["device"] for r in report["runs"].values())
+    assert report["device"].startswith("cpu (")
+    assert all(r["device"] == report["device"] for r in report["runs"].values())
     # the same config trained directly gives bit-identical test episodes' accuracies
     cfg = make_config(BASE, query=2, transductive=False, out=str(tmp_path / "direct"))
     trainer = Trainer(cfg)
