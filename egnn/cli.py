@@ -96,14 +96,14 @@ CONFIG_OPTIONS = {
         "reference) or batch (whole batch)."),
     "conv4_padding": typer.Option(None, help="reference (second convolution unpadded) or same."),
     "graph_slope": typer.Option(None, help="LeakyReLU slope of the graph MLPs (reference: 0.01)."),
-    "iterations": typer.Option(None, help="Meta-training iterations."),
+    "iterations": typer.Option(None, help="Meta-training iterations (0: 100, or until --max-minutes)."),
     "tasks_per_batch": typer.Option(None, help="Episodes per iteration (images, for --model classifier)."),
     "lr": typer.Option(None, help="Learning rate (Adam; SGD for --model classifier)."),
     "val_every": typer.Option(None, help="Validate and checkpoint every N iterations."),
     "val_episodes": typer.Option(None, help="Validation episodes."),
     "patience": typer.Option(None, help="Stop after N validations without a new best (0: off)."),
-    "max_minutes": typer.Option(None, help="Stop at the first validation after this many minutes "
-        "of training, summed over resumes (0: off)."),
+    "max_minutes": typer.Option(None, help="Wall-clock budget in minutes, validations and checkpoints "
+        "included, summed over resumes (0: off); the learning rate follows it."),
     "test_episodes": typer.Option(None, help="Test episodes."),
     "out": typer.Option(None, help="Run directory."),
     "seed": typer.Option(None, help="Seed for episodes and initialisation."),
@@ -120,7 +120,9 @@ CONFIG_OPTIONS = {
     "node_features": typer.Option(None, help="Node feature width of the graph layers."),
     "edge_features": typer.Option(None, help="Hidden width of the edge (similarity) network."),
     "weight_decay": typer.Option(None, help="Optimiser weight decay."),
-    "lr_halve_every": typer.Option(None, help="Halve the learning rate every N iterations (Adam methods)."),
+    "lr_halve_every": typer.Option(None, help="Halve the learning rate every N iterations (--lr-schedule step)."),
+    "lr_schedule": typer.Option(None, help="Learning-rate curve of the episodic methods: step (halve every "
+        "--lr-halve-every iterations), cosine (over the run or its --max-minutes), auto (cosine with --max-minutes)."),
     "eval_batch": typer.Option(None, help="Episodes per forward pass in validation and test."),
     "eval_seed": typer.Option(None, help="Seed of the validation and test episodes (independent of --seed)."),
 }

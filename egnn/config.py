@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -61,13 +62,18 @@ class Config:
     graph_slope: float = 0.01  # LeakyReLU slope of the node and edge MLPs (the reference's nn.LeakyReLU() default)
     knn: int = 0  # > 0: transductive EGNN on sparse graphs, edges from each node's knn nearest nodes and supports
     # optimisation
-    iterations: int = 100
+    iterations: int = 0  # 0 (auto): 100, or as many as the time budget allows when max_minutes is set
     tasks_per_batch: int = 20
     lr: float = 1e-3
     weight_decay: float = 1e-6
     lr_halve_every: int = 15000
+    # learning-rate curve over the run's progress (egnn.schedules): step (the reference: halve every lr_halve_every
+    # iterations), cosine, or auto: cosine under a time budget, else step
+    lr_schedule: str = "auto"
     patience: int = 0  # stop after this many validations without a new best (0: train all iterations)
-    max_minutes: float = 0.0  # stop at the first validation after this much training time, summed over resumes (0: off)
+    # wall-clock budget of training, validations and checkpoints included, summed over resumes (0: off): the run
+    # ends with a last validation before the budget is spent, and the learning-rate schedule follows the time spent
+    max_minutes: float = 0.0
     # validation, test and bookkeeping
     val_every: int = 50
     val_episodes: int = 200
@@ -85,7 +91,9 @@ class Config:
     def validate(self) -> "Config":
         if self.image_size < 0:
             raise ConfigError(f"image-size must be at least 1 (or 0 for the dataset's own), got {self.image_size}")
-        positive = ["way", "shot", "query", "eval_query", "layers", "iterations", "tasks_per_batch",
+        if self.iterations < 0:
+            raise ConfigError(f"iterations must be at least 1 (or 0: 100, or until --max-minutes), got {self.iterations}")
+        positive = ["way", "shot", "query", "eval_query", "layers", "tasks_per_batch",
                     "val_every", "val_episodes", "test_episodes", "eval_batch", "embedding", "node_features",
                     "edge_features", "lr_halve_every"]
         for name in positive:
@@ -112,6 +120,8 @@ class Config:
         if self.patience < 0 or self.max_minutes < 0:
             raise ConfigError(f"patience and max-minutes must be 0 (off) or positive, got {self.patience} and "
                               f"{self.max_minutes}")
+        if self.lr_schedule not in ("auto", "step", "cosine"):
+            raise ConfigError(f"lr-schedule must be auto, step or cosine, got '{self.lr_schedule}'")
         if self.knn < 0:
             raise ConfigError(f"knn must be 0 (dense graphs) or at least 1, got {self.knn}")
         if self.lr <= 0 or self.weight_decay < 0 or not (self.dropout == -1 or 0 <= self.dropout < 1):
@@ -148,6 +158,21 @@ class Config:
             cap = AUTO_QUERY_MAX if available is None else min(AUTO_QUERY_MAX, available)
             return self.query, max(self.query, cap) if robust else self.query
         return self.query, max(self.query, self.query_max)
+
+    def iteration_limit(self) -> float:
+        """Iterations the run may take: ``iterations``, or for 0 (auto) 100 without a time budget and no limit
+        with one."""
+        if self.iterations:
+            return self.iterations
+        return math.inf if self.max_minutes else 100
+
+    def progress(self, iteration: int, seconds: float) -> float:
+        """Share of the run done after ``iteration`` iterations and ``seconds`` of its time budget, in ``[0, 1]``:
+        whichever of the two limits is closer to its end drives the learning-rate schedule."""
+        done = iteration / self.iteration_limit()
+        if self.max_minutes:
+            done = max(done, seconds / (60 * self.max_minutes))
+        return min(done, 1.0)
 
     def graph_dropout(self) -> float:
         """The graph network's dropout, ``dropout`` resolved: the reference uses 0.1 on miniImageNet, else 0."""

@@ -257,22 +257,28 @@ class Trainer:
 
             self.follow_up = hard_task_batch
         trainable = [p for p in self.method.parameters() if p.requires_grad]  # a frozen backbone stays frozen
-        self.optimizer, self.scheduler = self.method.optimizer(trainable, cfg)
+        self.optimizer, self.schedule = self.method.optimizer(trainable, cfg)
+        self.base_lrs = [group["lr"] for group in self.optimizer.param_groups]
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")  # fp16 gradients underflow
         self.samplers: dict[int, Any] = {}  # one per queries-per-class value
         self.sampler = self.train_sampler(cfg.query)
         self.out = Path(cfg.out)
         self.iteration, self.best_val, self.best_iteration = 0, -1.0, 0
-        self.train_seconds = 0.0  # wall-clock of training and validation, summed over resumes
+        self.train_seconds = 0.0  # wall-clock of training, validations and checkpoints, summed over resumes
+        # the last period's seconds per step and its validation's seconds: what one more step and the closing
+        # validation will cost, so a time budget ends with its validation inside it
+        self.step_seconds, self.val_seconds = 0.0, 0.0
+        self.clock, self.period_first = time.perf_counter(), 0  # start of the period not yet in train_seconds
 
     # -- checkpoints -------------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
         return {"config": self.cfg.to_dict(), "in_channels": self.image_shape[0], "image_size": self.image_shape[-1],
                 "backbone_arch": getattr(self.method.backbone, "arch", None),
                 "model": self.method.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+                "scaler": self.scaler.state_dict(),
                 "iteration": self.iteration, "best_val": self.best_val, "best_iteration": self.best_iteration,
-                "train_seconds": self.train_seconds, "rng": rng_state()}
+                "train_seconds": self.train_seconds, "step_seconds": self.step_seconds,
+                "val_seconds": self.val_seconds, "rng": rng_state()}
 
     def resume(self) -> None:
         path = self.out / "last.pt"
@@ -293,12 +299,12 @@ class Trainer:
             self.cfg = dataclasses.replace(self.cfg, normalize=saved.normalize, augment=saved.augment)
             self.augment = resolve_augment(saved.augment, saved.dataset)
         load_model_state(self.method, blob["model"], path)
-        self.optimizer.load_state_dict(blob["optimizer"])
-        self.scheduler.load_state_dict(blob["scheduler"])
+        self.optimizer.load_state_dict(blob["optimizer"])  # the learning rate is set again before every step
         if blob.get("scaler"):
             self.scaler.load_state_dict(blob["scaler"])
         self.iteration, self.best_val = blob["iteration"], blob["best_val"]
         self.best_iteration, self.train_seconds = blob["best_iteration"], blob["train_seconds"]
+        self.step_seconds, self.val_seconds = blob.get("step_seconds", 0.0), blob.get("val_seconds", 0.0)
         set_rng_state(blob["rng"])
         log = self.out / "metrics.jsonl"
         if log.exists():  # drop lines written after the checkpoint, so the log matches the resumed run
@@ -328,12 +334,22 @@ class Trainer:
         local = cfg.tasks_per_batch // self.world  # this rank's share of the meta-batch
         first = self.iteration * cfg.tasks_per_batch + self.rank * local
         episodes = sampler.batch(first, local)
+        factor = self.schedule.factor(self.iteration, cfg.progress(self.iteration, self.seconds_spent()))
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs):
+            group["lr"] = base * factor
         loss, acc, out = self.update(episodes)
         if self.follow_up is not None:  # e.g. MTL's hard-task meta-batch, drawn from this one's failures
             self.update(self.follow_up(out, episodes, sampler, first))
-        self.scheduler.step()
         self.iteration += 1
         return loss, acc
+
+    def seconds_spent(self) -> float:
+        """Wall-clock of the run so far, summed over resumes. Under torchrun every rank must take the same
+        learning rate and stop at the same step, so there it is extrapolated from the last validation's agreed
+        time by the agreed seconds per step instead of read from each rank's own clock."""
+        if self.world == 1:
+            return self.train_seconds + time.perf_counter() - self.clock
+        return self.train_seconds + (self.iteration - self.period_first) * self.step_seconds
 
     def update(self, episodes) -> tuple[torch.Tensor, torch.Tensor, Any]:
         """One optimiser step on a training sampler's batch; returns loss and query accuracy (0-d tensors, not
@@ -374,58 +390,81 @@ class Trainer:
             (self.out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
             # which classes each split held: a folder dataset's seeded class split, or any dataset's, on record
             (self.out / "classes.json").write_text(json.dumps({k: s.class_names for k, s in self.splits.items()}) + "\n")
-        losses, accs, tick = [], [], time.perf_counter()
+        losses, accs = [], []
+        self.clock, self.period_first = time.perf_counter(), self.iteration
         lines = progress and not sys.stderr.isatty()  # logs and pipes get one line per validation, not a bar
         bar = _progress(progress and not lines)
         live = self.device.type == "cpu"  # the bar shows each step's loss where reading it costs no device sync
         with bar:
-            task = bar.add_task("train", total=cfg.iterations, completed=self.iteration, loss=math.nan, acc=math.nan,
+            limit = cfg.iteration_limit()
+            task = bar.add_task("train", total=None if math.isinf(limit) else limit, completed=self.iteration,
+                                loss=math.nan, acc=math.nan,
                                 val=_shown(self.best_val)) if progress and not lines else None
             while self.stop_reason() is None:
                 loss, acc = self.step()
                 losses.append(loss)
                 accs.append(acc)
                 shown = (float(loss), float(acc)) if live else None
-                if self.iteration % cfg.val_every == 0 or self.iteration == cfg.iterations:
-                    record = self.end_period(losses, accs, time.perf_counter() - tick)
+                if self.iteration % cfg.val_every == 0 or self.iteration >= limit or self.budget_ends():
+                    record = self.end_period(losses, accs)
                     shown = record["loss"], record["train_acc"]
                     if lines:
                         print(json.dumps(record), file=sys.stderr, flush=True)
-                    losses, accs, tick = [], [], time.perf_counter()
+                    losses, accs = [], []
                 if task is not None:
                     fields = dict(zip(("loss", "acc"), shown)) if shown else {}
                     bar.update(task, completed=self.iteration, val=_shown(self.best_val), **fields)
 
     def stop_reason(self) -> str | None:
-        """Why training is over, or None: ``iterations`` done, ``patience`` validations without a new best, or the
-        ``max-minutes`` budget spent. A pure function of the checkpointed state, so a resumed run that had
-        stopped stays stopped."""
+        """Why training is over, or None: ``iterations`` done, the ``max-minutes`` budget too short for another
+        step and its closing validation, or ``patience`` validations without a new best. A pure function of the
+        checkpointed state, so a resumed run that had stopped stays stopped (and one given a larger budget goes on)."""
         cfg = self.cfg
-        if self.iteration >= cfg.iterations:
+        if self.iteration >= cfg.iteration_limit():
             return "iterations"
-        if self.iteration % cfg.val_every:  # the other two are decided at validations only
+        if cfg.max_minutes and self.train_seconds + self.step_seconds + self.val_seconds > 60 * cfg.max_minutes:
+            return "max-minutes"
+        if self.iteration % cfg.val_every:  # patience is decided at validations only
             return None
         if cfg.patience and self.iteration - self.best_iteration >= cfg.patience * cfg.val_every:
             return "patience"
-        if cfg.max_minutes and self.train_seconds >= 60 * cfg.max_minutes:
-            return "max-minutes"
         return None
 
-    def end_period(self, losses: list[torch.Tensor], accs: list[torch.Tensor], seconds: float) -> dict[str, Any]:
+    def budget_ends(self) -> bool:
+        """Whether one more step and the closing validation would overrun ``max-minutes``: then the period ends
+        now, between validations. One process reads its clock after every step; under torchrun the ranks could
+        disagree, so the budget is checked at validations only (:meth:`stop_reason`)."""
+        if not self.cfg.max_minutes or self.world > 1:
+            return False
+        now = time.perf_counter() - self.clock
+        per_step = now / max(1, self.iteration - self.period_first)
+        return self.train_seconds + now + per_step + self.val_seconds > 60 * self.cfg.max_minutes
+
+    def end_period(self, losses: list[torch.Tensor], accs: list[torch.Tensor]) -> dict[str, Any]:
         """Check the period's losses, validate, keep the best model, log, then checkpoint: the log line is written
         before ``last.pt``, so a run killed in between resumes with a log that matches its checkpoint. A
-        non-finite loss stops the run here, before anything is saved, naming the iteration it appeared at."""
+        non-finite loss stops the run here, before anything is saved, naming the iteration it appeared at.
+        The period's seconds run from its first step to the checkpoint: the validation counts, the checkpoint's
+        writing counts in the next period."""
         period = torch.stack([torch.as_tensor(v, dtype=torch.float32) for v in losses]).cpu()  # the one sync
         bad = (~torch.isfinite(period)).nonzero()
         if len(bad):
             at = self.iteration - len(losses) + int(bad[0]) + 1
             raise UserError(f"loss became {float(period[int(bad[0])])} at iteration {at}; the last good checkpoint "
                             f"is kept in {self.out}: lower --lr, or resume with --resume")
+        trained = time.perf_counter()
         val = self.validate()
+        done = time.perf_counter()
         train_acc = torch.stack([torch.as_tensor(v, dtype=torch.float32) for v in accs]).mean()
+        # every rank takes rank-averaged timings, so the learning rate and the stop agree across ranks
+        seconds, val_seconds = average(done - self.clock), average(done - trained)
         record = {"iteration": self.iteration, "loss": average(period.mean()), "train_acc": average(train_acc),
-                  "val_acc": val, "lr": self.optimizer.param_groups[0]["lr"], "seconds": round(seconds, 2)}
-        self.train_seconds += record["seconds"]
+                  "val_acc": val, "lr": self.optimizer.param_groups[0]["lr"], "seconds": round(seconds, 2),
+                  "val_seconds": round(val_seconds, 2)}
+        self.train_seconds += seconds
+        self.step_seconds = (seconds - val_seconds) / max(1, self.iteration - self.period_first)
+        self.val_seconds = val_seconds
+        self.clock, self.period_first = time.perf_counter(), self.iteration
         improved = val > self.best_val
         if improved:
             self.best_val, self.best_iteration = val, self.iteration

@@ -26,14 +26,14 @@ def test_pretraining_runs_on_the_one_trainer_and_resumes_bitwise(tmp_path):
     broken.out.mkdir(parents=True)
     while broken.iteration < 3:
         broken.step()
-    broken.end_period([0.0], [0.0], 0.0)
+    broken.end_period([0.0], [0.0])
     resumed = Trainer(cfg(tmp_path / "split"), SPLITS)
     resumed.fit(resume=True, progress=False)
     a, b = load_checkpoint(tmp_path / "whole" / "last.pt"), load_checkpoint(tmp_path / "split" / "last.pt")
     assert a["iteration"] == b["iteration"] == 6
     for k, v in a["model"].items():
         assert torch.equal(v, b["model"][k]), k
-    assert a["scheduler"]["milestones"] == {3: 1, 4: 1} and a["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.05 * 0.01)
+    assert a["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.05 * 0.01)  # ÷10 at 50% and 75% of the run
     # best.pt holds the best validation accuracy the run reports, above 3-way chance after 6 iterations
     assert load_checkpoint(tmp_path / "whole" / "best.pt")["val_acc"] == whole.best_val > 1 / 3
 

@@ -147,10 +147,11 @@ class FewShotMethod(nn.Module):
         return collate(items, full_edges=not self.builds_own_edges(transductive))
 
     def optimizer(self, params, cfg):
-        """``(optimizer, scheduler)`` for the trainable ``params``, the scheduler stepped once per iteration:
-        EGNN's Adam with the learning rate halved every ``lr_halve_every`` iterations, by default."""
-        opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        return opt, torch.optim.lr_scheduler.StepLR(opt, cfg.lr_halve_every, gamma=0.5)
+        """``(optimizer, schedule)`` for the trainable ``params``; the trainer scales the base learning rate by the
+        :class:`~egnn.schedules.LRSchedule` before every step. EGNN's Adam with ``cfg.lr_schedule``, by default."""
+        from egnn.schedules import episodic_schedule
+
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay), episodic_schedule(cfg)
 
     def builds_own_edges(self, transductive: bool) -> bool:
         """True where the method builds its own (sparse) edges: the batch then carries nodes only."""

@@ -94,9 +94,11 @@ class PretrainClassifier(FewShotMethod):
 
     def optimizer(self, params, cfg):
         """The MTL paper's pretraining optimiser: SGD with Nesterov momentum 0.9, the learning rate divided by 10
-        at 50% and 75% of the iterations."""
+        at 50% and 75% of the run (of its iterations, or of its --max-minutes)."""
+        from egnn.schedules import MultiStep
+
         opt = torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
-        return opt, torch.optim.lr_scheduler.MultiStepLR(opt, [cfg.iterations // 2, cfg.iterations * 3 // 4], 0.1)
+        return opt, MultiStep((0.5, 0.75), 0.1)
 
     def forward(self, batch: Batch | LabeledImages, transductive: bool = True) -> MethodOutput:
         if isinstance(batch, LabeledImages):  # training: one "episode" whose queries are the batch's images
