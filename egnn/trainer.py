@@ -22,7 +22,7 @@ from egnn.checkpoint import load_checkpoint, load_model_state, rng_state, run_lo
 from egnn.config import Config, make_config
 from egnn.data import FewShotSplit, load_dataset
 from egnn.data.transforms import augment, resolve_augment, resolve_normalize
-from egnn.devices import describe, resolve_device, set_deterministic, to_device_of
+from egnn.devices import describe, keep_freed_host_memory, resolve_device, set_deterministic, to_device_of
 from egnn.distributed import average, barrier, init_from_env
 from egnn.episodes import EpisodeSampler
 from egnn.errors import CheckpointError, ConfigError, UserError
@@ -221,6 +221,7 @@ class Trainer:
         set_deterministic(cfg.deterministic)
         self.rank, self.world = init_from_env(cfg.device)  # first: under torchrun, cuda means cuda:LOCAL_RANK
         self.device = resolve_device(cfg.device)
+        keep_freed_host_memory()  # host tensors are reused, not page-faulted anew each step
         if cfg.precision == "fp16" and self.device.type != "cuda":
             raise ConfigError("precision fp16 needs a CUDA device (CPUs lack fast float16): use --precision bf16")
         self.splits = splits or load_dataset(cfg.dataset, cfg.data_root, cfg.image_size)

@@ -28,30 +28,34 @@ def _slot_view(x: torch.Tensor, slots: int):
 
 
 class _SlotNorm(torch.autograd.Function):
-    """Training-mode BatchNorm with statistics per (slot, channel) of ``x4 (B, S, C, P)``: forward one fused affine
-    pass after ``var_mean``; backward two, with the per-(slot, channel) coefficients of the BatchNorm gradient
-    (gamma and beta are shared by the slots)."""
+    """Training-mode BatchNorm with statistics per (slot, channel) of ``x4 (B, S, C, P)``: two-pass statistics and
+    an affine pass forward; backward two passes, with the per-(slot, channel) coefficients of the BatchNorm
+    gradient (gamma and beta are shared by the slots).
+
+    Every reduction runs over the pixel axis first, then over episodes: on the CPU that is several times faster
+    than one reduction over ``(0, 3)``, whose order is slow (``var_mean`` there cost more than the rest of the
+    layer). The centred input is kept for the backward pass in place of the input (the same memory)."""
 
     @staticmethod
     def forward(ctx, x4, gamma, beta, eps):
-        var, mean = torch.var_mean(x4, dim=(0, 3), correction=0, keepdim=True)  # (1, S, C, 1)
+        n = x4.shape[0] * x4.shape[3]
+        mean = x4.sum(3, keepdim=True).sum(0, keepdim=True) / n  # (1, S, C, 1)
+        centred = x4 - mean
+        var = torch.linalg.vector_norm(centred, dim=3, keepdim=True).square_().sum(0, keepdim=True) / n
         rstd = torch.rsqrt(var + eps)
-        scale = gamma.view(1, 1, -1, 1) * rstd
-        out = torch.addcmul(beta.view(1, 1, -1, 1) - mean * scale, x4, scale)
-        ctx.save_for_backward(x4, gamma, mean, rstd)
+        out = torch.addcmul(beta.view(1, 1, -1, 1), centred, gamma.view(1, 1, -1, 1) * rstd)
+        ctx.save_for_backward(centred, gamma, rstd)
         return out, mean, var
 
     @staticmethod
     def backward(ctx, dout, _dmean, _dvar):
-        x4, gamma, mean, rstd = ctx.saved_tensors
-        n = x4.shape[0] * x4.shape[3]
-        sum_dy = dout.sum((0, 3), keepdim=True)  # (1, S, C, 1)
-        sum_dy_xhat = ((dout * x4).sum((0, 3), keepdim=True) - mean * sum_dy) * rstd
+        centred, gamma, rstd = ctx.saved_tensors
+        n = centred.shape[0] * centred.shape[3]
+        sum_dy = dout.sum(3, keepdim=True).sum(0, keepdim=True)  # (1, S, C, 1)
+        sum_dy_xhat = (dout * centred).sum(3, keepdim=True).sum(0, keepdim=True) * rstd
         g = gamma.view(1, 1, -1, 1) * rstd
-        k1, k2 = sum_dy / n, sum_dy_xhat / n
-        b = -g * rstd * k2
-        c = -g * k1 - b * mean
-        dx = torch.addcmul(c, dout, g).addcmul_(x4, b)  # g*dy + b*x + c
+        b = -g * rstd * sum_dy_xhat / n
+        dx = torch.addcmul(-g * sum_dy / n, dout, g).addcmul_(centred, b)  # g*dy + b*(x - mean) - g*mean(dy)
         return dx, sum_dy_xhat.sum((0, 1, 3)), sum_dy.sum((0, 1, 3)), None
 
 
@@ -73,9 +77,8 @@ class SlotBatchNorm(_BatchNorm):
     Statistics are computed in float32 (or float64 for float64 inputs), also under autocast; across ``torchrun`` ranks they are all-reduced, so
     data-parallel training normalises exactly as one process with the whole meta-batch. With ``slots = 1``, in
     eval mode, or for inputs that do not split into slots, it is a plain BatchNorm (same state-dict keys).
-    Contiguous and channels-last float inputs take a copy-free path (a hand-written backward over a
-    ``(B, S, C, H*W)`` view); per-slot statistics still cost about twice a native BatchNorm on the CPU (about 10% of
-    a Conv-4 EGNN training step; ``--encoder-norm batch`` avoids it).
+    Contiguous and channels-last float inputs take a copy-free path (a hand-written forward and backward over a
+    ``(B, S, C, H*W)`` view).
 
     Shapes:
         ``(B * S, C)`` or ``(B * S, C, H, W)`` -> same.
@@ -99,7 +102,7 @@ class SlotBatchNorm(_BatchNorm):
             return super().forward(x)
         c = x.shape[1]
         view = _slot_view(x, slots) if ranks == 1 and self.affine and x.dtype in (torch.float32, torch.float64) else None
-        if view is not None:  # the fast path: no copies of x, native reductions, two fused passes
+        if view is not None:  # the fast path: no copies of x, reductions in a fast order
             x4, back = view
             out4, mean, var = _SlotNorm.apply(x4, self.weight.to(x.dtype), self.bias.to(x.dtype), self.eps)
             if self.track_running_stats:
