@@ -104,6 +104,8 @@ CONFIG_OPTIONS = {
     "patience": typer.Option(None, help="Stop after N validations without a new best (0: off)."),
     "max_minutes": typer.Option(None, help="Wall-clock budget in minutes, validations and checkpoints "
         "included, summed over resumes (0: off); the learning rate follows it."),
+    "snapshot_minutes": typer.Option(None, help="Also save the weights at these minutes of the run, e.g. "
+        "5,10,20 (snapshots/<m>min.pt): a time-to-accuracy curve from one run."),
     "test_episodes": typer.Option(None, help="Test episodes."),
     "out": typer.Option(None, help="Run directory."),
     "seed": typer.Option(None, help="Seed for episodes and initialisation."),

@@ -74,6 +74,7 @@ class Config:
     # wall-clock budget of training, validations and checkpoints included, summed over resumes (0: off): the run
     # ends with a last validation before the budget is spent, and the learning-rate schedule follows the time spent
     max_minutes: float = 0.0
+    snapshot_minutes: str = ""  # e.g. "5,10,20": also save the weights when the run has spent these many minutes
     # validation, test and bookkeeping
     val_every: int = 50
     val_episodes: int = 200
@@ -120,6 +121,13 @@ class Config:
         if self.patience < 0 or self.max_minutes < 0:
             raise ConfigError(f"patience and max-minutes must be 0 (off) or positive, got {self.patience} and "
                               f"{self.max_minutes}")
+        try:
+            marks = self.snapshot_points()
+        except ValueError:
+            marks = None
+        if marks is None or any(m <= 0 for m in marks):
+            raise ConfigError(f"snapshot-minutes must be positive numbers separated by commas, e.g. 5,10,20, got "
+                              f"'{self.snapshot_minutes}'")
         if self.lr_schedule not in ("auto", "step", "cosine"):
             raise ConfigError(f"lr-schedule must be auto, step or cosine, got '{self.lr_schedule}'")
         if self.knn < 0:
@@ -173,6 +181,10 @@ class Config:
         if self.max_minutes:
             done = max(done, seconds / (60 * self.max_minutes))
         return min(done, 1.0)
+
+    def snapshot_points(self) -> list[float]:
+        """``snapshot_minutes`` as sorted minutes."""
+        return sorted(float(m) for m in self.snapshot_minutes.split(",") if m.strip())
 
     def graph_dropout(self) -> float:
         """The graph network's dropout, ``dropout`` resolved: the reference uses 0.1 on miniImageNet, else 0."""

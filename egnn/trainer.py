@@ -412,9 +412,29 @@ class Trainer:
                     if lines:
                         print(json.dumps(record), file=sys.stderr, flush=True)
                     losses, accs = [], []
+                self.take_snapshots()
                 if task is not None:
                     fields = dict(zip(("loss", "acc"), shown)) if shown else {}
                     bar.update(task, completed=self.iteration, val=_shown(self.best_val), **fields)
+
+    def take_snapshots(self) -> None:
+        """Save the weights at each ``snapshot_minutes`` point the run has reached (``snapshots/<m>min.pt``, like
+        ``best.pt``); once the run is over, at the points up to its budget that it stopped short of."""
+        if self.rank != 0 or not self.cfg.snapshot_minutes:
+            return
+        spent = self.seconds_spent() / 60
+        over = self.stop_reason() is not None
+        for minute in self.cfg.snapshot_points():
+            path = self.out / "snapshots" / f"{minute:g}min.pt"
+            reached = minute <= spent or (over and minute <= (self.cfg.max_minutes or spent))
+            if reached and not path.exists():
+                path.parent.mkdir(exist_ok=True)
+                save_checkpoint(path, **self.weights(), iteration=self.iteration, minutes=round(spent, 3))
+
+    def weights(self) -> dict[str, Any]:
+        """What ``best.pt`` and the snapshots hold: the config, the weights and the input shape."""
+        return dict(config=self.cfg.to_dict(), model=self.method.state_dict(), in_channels=self.image_shape[0],
+                    image_size=self.image_shape[-1], backbone_arch=getattr(self.method.backbone, "arch", None))
 
     def stop_reason(self) -> str | None:
         """Why training is over, or None: ``iterations`` done, the ``max-minutes`` budget too short for another
@@ -473,10 +493,7 @@ class Trainer:
             barrier()
             return record
         if improved:
-            save_checkpoint(self.out / "best.pt", config=self.cfg.to_dict(), model=self.method.state_dict(),
-                            in_channels=self.image_shape[0], image_size=self.image_shape[-1],
-                            backbone_arch=getattr(self.method.backbone, "arch", None),
-                            iteration=self.iteration, val_acc=val)
+            save_checkpoint(self.out / "best.pt", **self.weights(), iteration=self.iteration, val_acc=val)
         with open(self.out / "metrics.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
         save_checkpoint(self.out / "last.pt", **self.state())

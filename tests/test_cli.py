@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from tests.conftest import NO_NETWORK, assert_user_error, egnn
+from tests.conftest import NO_NETWORK, assert_user_error, cli, egnn
 
 
 def test_train_and_eval_on_real_omniglot(omniglot_root, tmp_path):
@@ -157,6 +157,43 @@ def test_provenance_names_the_command_the_revision_and_uncommitted_changes():
     assert made["command"] == "python scripts/bench_speed.py --kinds graph --out 'a b.json'"
     if made["git_revision"] is not None:  # a git checkout (CI's is one)
         assert len(made["git_revision"]) == 40 and isinstance(made["uncommitted_changes"], bool)
+
+
+#: a valid value other than the default for every config key, as a flag would give it
+FLAG_VALUES = dict(
+    dataset="omniglot", data_root="/data", image_size=32, normalize="on", augment="crop", way=7, shot=2, query=3,
+    query_max=0, eval_query=4, test_way=6, label_ratio=0.5, unlabeled="drop", transductive=False, model="gnn",
+    backbone="resnet12", widths="8,8,8,8", backbone_checkpoint="pre.pt", train_ss=False, hard_tasks=True,
+    inner_steps=3, inner_lr=0.5, inner_init="prototypes", embedding=64, layers=2, node_features=32, edge_features=48,
+    dropout=0.2, encoder_dropout=0.3, encoder_norm="batch", conv4_padding="same", graph_slope=0.1, knn=5,
+    iterations=7, tasks_per_batch=9, lr=0.01, weight_decay=0.001, lr_halve_every=11, lr_schedule="cosine",
+    patience=3, max_minutes=2.5, snapshot_minutes="1,2", val_every=13, val_episodes=14, test_episodes=15,
+    eval_batch=16, seed=17, eval_seed=18, device="cpu", data_on_device="off", deterministic=True, precision="bf16",
+    threads=1, out="elsewhere")
+
+
+def test_every_train_flag_reaches_its_config_key(monkeypatch):
+    """Each flag alone, in process, with the training API replaced: the config it builds holds the flag's value
+    (a flag declared but dropped, or routed to another key, fails here)."""
+    import typer.main
+
+    import egnn.trainer
+    from egnn.cli import app
+    from egnn.config import Config
+    from dataclasses import fields
+
+    assert set(FLAG_VALUES) == {f.name for f in fields(Config)}  # a new key needs a value here
+    seen = []
+    monkeypatch.setattr(egnn.trainer, "train", lambda cfg, **kw: seen.append(cfg) or [])
+    params = {p.name: p for p in typer.main.get_command(app).commands["train"].params}
+    for name, value in FLAG_VALUES.items():
+        opt = params[name]
+        args = [opt.opts[0] if value else opt.secondary_opts[0]] if isinstance(value, bool) else [opt.opts[0], value]
+        if name == "knn":
+            args += ["--model", "egnn"]
+        proc = cli("train", *args)
+        assert proc.returncode == 0, (name, proc.stderr)
+        assert getattr(seen[-1], name) == value, name
 
 
 def test_every_config_key_is_a_train_flag_declared_once_for_all_commands():

@@ -17,8 +17,10 @@ def test_failure_class_is_the_one_with_the_lowest_query_accuracy():
 
 
 def test_hard_tasks_are_drawn_from_the_failure_classes():
-    split = FewShotSplit(torch.zeros(50 * 6, 1, 2, 2, dtype=torch.uint8), torch.arange(50).repeat_interleave(6),
-                         [str(c) for c in range(50)])
+    # every image distinct (its pixels spell its index), so equal images mean the same draw
+    index = torch.arange(50 * 6)
+    pixels = torch.stack([index % 256, index // 256, index % 7, index % 11], 1).to(torch.uint8).view(-1, 1, 2, 2)
+    split = FewShotSplit(pixels, torch.arange(50).repeat_interleave(6), [str(c) for c in range(50)])
     hard = HardTaskSampler(EpisodeSampler(split, 3, 1, 2, seed=0))
     pool = torch.tensor([7, 19, 33, 41])
     for i in range(20):
@@ -26,7 +28,12 @@ def test_hard_tasks_are_drawn_from_the_failure_classes():
         assert set(ep.classes.tolist()) <= set(pool.tolist()) and ep.classes.unique().numel() == 3
     small = hard.episode(0, torch.tensor([5]))  # a pool smaller than the way is topped up
     assert 5 in small.classes.tolist() and small.classes.unique().numel() == 3
-    assert torch.equal(hard.episode(3, pool).images, hard.episode(3, pool).images)  # seeded
+    assert torch.equal(hard.episode(3, pool).images, hard.episode(3, pool).images)  # seeded...
+    again = HardTaskSampler(EpisodeSampler(split, 3, 1, 2, seed=0))
+    assert torch.equal(again.episode(3, pool).images, hard.episode(3, pool).images)  # ...by (seed, index) alone
+    assert not torch.equal(hard.episode(4, pool).images, hard.episode(3, pool).images)  # another index, another draw
+    other = HardTaskSampler(EpisodeSampler(split, 3, 1, 2, seed=1))
+    assert not torch.equal(other.episode(3, pool).images, hard.episode(3, pool).images)
 
 
 def test_base_learner_fits_separable_supports_and_is_differentiable():

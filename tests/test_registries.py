@@ -12,7 +12,9 @@ from egnn.data import DATASETS, DatasetInfo, FewShotSplit, register_dataset
 from egnn.data.images import decode
 from egnn.methods import METHODS, FewShotMethod, MethodOutput, register_method
 from egnn.predict import predict
-from egnn.trainer import Trainer
+from egnn.episodes import Episode
+from egnn.graph import collate
+from egnn.trainer import Trainer, load_trained
 
 
 class CosinePrototypes(FewShotMethod):
@@ -81,5 +83,12 @@ def test_a_new_method_and_dataset_train_evaluate_and_predict(registered, tmp_pat
             folder.mkdir(parents=True, exist_ok=True)
             Image.fromarray(images[c, i].numpy()).save(folder / f"{i}.png")
     labels = predict(tmp_path / "run" / "best.pt", tmp_path / "support", tmp_path / "query", device="cpu")
-    assert labels.probabilities.shape == (10, 2)
-    assert torch.allclose(labels.probabilities.sum(-1), torch.ones(10))  # the default: a softmax of its logits
+    # the toy's own scores on the same images (read back from the files), through the default class_probabilities:
+    # a softmax of its logits
+    method, _ = load_trained(tmp_path / "run" / "best.pt")
+    order = torch.cat([images[16:18, 0], images[16:18, 1:].flatten(0, 1)])[:, None]  # supports, then the queries
+    episode = Episode(order, torch.tensor([0, 1] + [0] * 5 + [1] * 5), torch.ones(2, dtype=torch.bool),
+                      torch.arange(2), 2, 1, 5)
+    with torch.inference_mode():
+        want = method(collate([episode])).logits[0].softmax(-1)
+    torch.testing.assert_close(labels.probabilities, want, rtol=1e-5, atol=1e-6)

@@ -132,3 +132,28 @@ def test_an_interrupted_timed_run_resumes_on_the_same_schedule(tmp_path, monkeyp
     assert seen[:3] + seen[5:] == pytest.approx(whole_lrs)  # the steps lost to the kill are re-taken alike
     for (k, a), b in zip(whole.method.state_dict().items(), resumed.method.state_dict().values()):
         assert torch.equal(a, b), k
+
+
+def test_snapshots_at_wall_clock_points_and_at_the_end_of_the_budget(tmp_path, monkeypatch):
+    """10 s steps, 5 s validations every 4 steps, a 100 s budget (the run ends at 8 steps, 90 s): the 0.5-minute
+    snapshot is the model after step 3 (30 s), the 1-minute one after step 6 (65 s); 1.5 and 1.66 minutes are
+    never reached, the run being over first, and hold its final weights; points past the budget are not
+    written."""
+    timed(monkeypatch)
+    kept = {}
+    real_step = Trainer.step
+
+    def step(self):
+        out = real_step(self)
+        kept[self.iteration] = {k: v.clone() for k, v in self.method.state_dict().items()}
+        return out
+
+    monkeypatch.setattr(Trainer, "step", step)
+    fit(tiny_config(tmp_path, iterations=0, val_every=4, max_minutes=100 / 60, snapshot_minutes="0.5,1,1.5,1.66,5"))
+    written = sorted(p.name for p in (tmp_path / "snapshots").iterdir())
+    assert written == ["0.5min.pt", "1.5min.pt", "1.66min.pt", "1min.pt"]
+    for name, iteration in [("0.5min.pt", 3), ("1min.pt", 6), ("1.5min.pt", 8), ("1.66min.pt", 8)]:
+        blob = torch.load(tmp_path / "snapshots" / name, weights_only=False)
+        assert blob["iteration"] == iteration, name
+        for k, v in blob["model"].items():
+            assert torch.equal(v, kept[iteration][k]), (name, k)

@@ -48,12 +48,17 @@ def test_summary_on_a_hand_built_graph():
     assert s.across_class_similarity == pytest.approx((0.1 * 4 + 0.6 + 0.7 + 0.4 * 2) / 8)
     assert s.query_accuracy == 0.5
     assert s.clusters == 2  # {0, 1, 3} joined through the wrong strong edge 1-3, and {2}
-    assert s.adjusted_rand_index == pytest.approx(adjusted_rand_index([0, 0, 1, 1], [0, 0, 1, 0]))
+    # clusters {0, 1, 3}, {2} against classes {0, 1}, {2, 3}: pairs together in both 1 (0-1); in the classes 2, in
+    # the clusters 3, of 6 pairs; expected 2 * 3 / 6 = 1, so the adjusted index is (1 - 1) / ((2 + 3) / 2 - 1) = 0
+    assert s.adjusted_rand_index == 0.0
 
 
 def test_adjusted_rand_index():
     assert adjusted_rand_index([0, 0, 1, 1], [5, 5, 7, 7]) == 1.0
     assert adjusted_rand_index([0, 0, 1, 1], [0, 1, 0, 1]) == pytest.approx(-0.5)
+    # by hand: contingency {2, 1, 1, 2} -> index 2; rows (3, 3) -> 6; columns (2, 2, 2) -> 3; expected 6 * 3 / 15;
+    # (2 - 1.2) / (4.5 - 1.2) = 8 / 33
+    assert adjusted_rand_index([0, 0, 0, 1, 1, 1], [0, 0, 1, 1, 2, 2]) == pytest.approx(8 / 33)
 
 
 def test_render_writes_layers_grid_and_gif(tmp_path):
