@@ -104,6 +104,11 @@ def original_child(args) -> None:
                 "--transductive", "1", "--budget-min", str(args.minutes), "--val-every-min", str(args.every),
                 "--val-episodes", "1", "--test-episodes", str(args.reference_test_episodes), "--eval-modes", "trans"]
     driver.main()
+    import shutil
+
+    for minute in points(args):  # points the last iteration jumped over: the model at the budget's end
+        if not (out / f"{minute:g}min.pth").exists():
+            shutil.copyfile(out / "last_model.pth", out / f"{minute:g}min.pth")
 
 
 def snapshots(work: Path) -> dict[str, dict[float, Path]]:
