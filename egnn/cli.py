@@ -118,6 +118,8 @@ CONFIG_OPTIONS = {
     "precision": typer.Option(None, help="fp32, bf16 (autocast, CPU or CUDA) or fp16 (CUDA, loss "
         "scaling)."),
     "threads": typer.Option(None, help="CPU threads (0: torch default)."),
+    "log": typer.Option(None, help="tensorboard: also TensorBoard curves and edge-label figures in OUT/tensorboard "
+        "(pip install 'egnn[tensorboard]')."),
     "embedding": typer.Option(None, help="Width of the embedding the backbone ends in."),
     "node_features": typer.Option(None, help="Node feature width of the graph layers."),
     "edge_features": typer.Option(None, help="Hidden width of the edge (similarity) network."),
@@ -284,7 +286,8 @@ def evaluate(
     """Evaluate a checkpoint on fixed episodes; prints mean ± 95% CI with its protocol."""
     from egnn.config import make_config
     from egnn.data import load_dataset
-    from egnn.trainer import evaluate_config as run, load_trained, use_sparse_graphs
+    from egnn.evaluation import evaluate_config as run
+    from egnn.models import load_trained, use_sparse_graphs
 
     if split not in ("train", "val", "test"):
         raise UserError(f"--split must be train, val or test, got '{split}'")
@@ -329,7 +332,7 @@ def visualize(
     from egnn.data import load_dataset
     from egnn.episodes import EpisodeSampler
     from egnn.methods import EGNNMethod
-    from egnn.trainer import load_trained
+    from egnn.models import load_trained
     from egnn.visualize import episode_graphs, render, summarize
 
     method, cfg = load_trained(checkpoint, make_config(device=device).device)

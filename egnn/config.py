@@ -87,6 +87,7 @@ class Config:
     deterministic: bool = False  # repeatable GPU runs (deterministic kernels, no cuDNN autotuning), somewhat slower
     precision: str = "fp32"  # fp32; bf16: autocast (CPU or CUDA); fp16: autocast with loss scaling (CUDA)
     threads: int = 0  # torch CPU threads; 0 keeps torch's default
+    log: str = ""  # tensorboard: also TensorBoard curves and the method's figure at each validation (<out>/tensorboard)
     out: str = "runs/egnn"
 
     def validate(self) -> "Config":
@@ -128,6 +129,8 @@ class Config:
         if marks is None or any(m <= 0 for m in marks):
             raise ConfigError(f"snapshot-minutes must be positive numbers separated by commas, e.g. 5,10,20, got "
                               f"'{self.snapshot_minutes}'")
+        if self.log not in ("", "tensorboard"):
+            raise ConfigError(f"log must be tensorboard (or empty: metrics.jsonl alone), got '{self.log}'")
         if self.lr_schedule not in ("auto", "step", "cosine"):
             raise ConfigError(f"lr-schedule must be auto, step or cosine, got '{self.lr_schedule}'")
         if self.knn < 0:

@@ -8,6 +8,7 @@ evaluated 50 at a time, or a 5000-node episode, which belongs on the sparse path
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 
 import torch
 
@@ -58,3 +59,16 @@ def check_episode_memory(method, *, tasks: int, way: int, shot: int, query: int,
     check_bytes(method.graph_bytes(tasks, way * shot, way * query, transductive, training=training),
                 f"a batch of {tasks} {way}-way episodes of {way * (shot + query)} nodes as dense graphs",
                 f"lower {batch_flag}, or use sparse graphs with --knn 20", device)
+
+
+@contextmanager
+def out_of_memory_hint(batch_flag: str):
+    """Turn an allocation failure into one line that names the fix."""
+    try:
+        yield
+    except (torch.OutOfMemoryError, MemoryError, RuntimeError) as exc:
+        text = str(exc)
+        if not isinstance(exc, (torch.OutOfMemoryError, MemoryError)) and "allocate" not in text and "out of memory" not in text:
+            raise
+        raise UserError(f"out of memory running an episode batch ({text.splitlines()[0][:80]}): lower {batch_flag}, "
+                        f"or use sparse graphs with --knn 20") from None

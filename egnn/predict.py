@@ -20,15 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch_geometric.data import Batch
 
-from egnn.data.images import IMAGE_SUFFIXES, image_files, read_images
+from egnn.data.images import IMAGE_SUFFIXES, image_files
 from egnn.data.paths import atomic_save
-from egnn.data.registry import dataset_info
-from egnn.devices import describe, resolve_device
-from egnn.errors import DataError, UserError
-from egnn.graph import support_query_graph
-from egnn.memory import check_bytes
+from egnn.devices import describe
+from egnn.errors import DataError
 
 
 @dataclass
@@ -122,7 +118,8 @@ def query_files(folder: str | Path) -> list[Path]:
 
 def predict(checkpoint: str | Path, support: str | Path, query: str | Path, *, transductive: bool | None = None,
             knn: int | None = None, query_batch: int = 256, device: str = "auto", progress: bool = False) -> Predictions:
-    """Label the images under ``query`` with the classes of ``support`` using a trained checkpoint.
+    """Label the images under ``query`` with the classes of ``support`` using a trained checkpoint: a
+    :class:`~egnn.classifier.FewShotClassifier` fitted on the support folder.
 
     Args:
         transductive: score all queries together (default: the mode the checkpoint was trained in).
@@ -130,54 +127,21 @@ def predict(checkpoint: str | Path, support: str | Path, query: str | Path, *, t
         query_batch: queries per forward pass in the non-transductive mode (each query is its own graph, so
             the result does not depend on it).
     """
-    from egnn.trainer import load_trained_with_inputs, use_sparse_graphs
+    from egnn.classifier import FewShotClassifier
 
     start = time.perf_counter()
-    device = resolve_device(device)
-    method, cfg, (channels, size) = load_trained_with_inputs(checkpoint, device)
-    transductive = cfg.transductive if transductive is None else transductive
-    if knn is not None:
-        use_sparse_graphs(method, knn, checkpoint, cfg.model)
-    if query_batch < 1:
-        raise UserError(f"--query-batch must be at least 1, got {query_batch}")
+    clf = FewShotClassifier.load(checkpoint, device, transductive, knn, query_batch)
     supports, queries = support_files(support), query_files(query)
-    classes = list(supports)
-    shots = torch.tensor([len(supports[c]) for c in classes])
-    support_paths = [p for c in classes for p in supports[c]]
-    s, q = len(support_paths), len(queries)
-    if transductive:
-        check_bytes(method.graph_bytes(1, s, q, transductive=True, training=False),
-                    f"{s + q} images as one dense transductive graph", "use the sparse mode with --knn 20, or "
-                    "--no-transductive", device)
-    else:
-        check_bytes(method.graph_bytes(1, s, min(q, query_batch), transductive=False, training=False),
-                    f"{min(q, query_batch)} queries at a time with {s} supports", "lower --query-batch", device)
-
-    info = dataset_info(cfg.dataset)
+    support_paths = [p for c in supports for p in supports[c]]
+    clf.check_memory(len(support_paths), len(queries))  # before reading any image
     bar = _bar(progress)
     with bar:
-        task = bar.add_task("reading images", total=s + q) if progress else None
+        task = bar.add_task("reading images", total=len(support_paths) + len(queries)) if progress else None
         advance = (lambda n: bar.advance(task, n)) if progress else None
-        images = read_images(support_paths + queries, info.decode, size, channels, advance)
-        y = torch.cat([torch.arange(len(classes)).repeat_interleave(shots), torch.full((q,), -1)])
-        labeled = torch.arange(s + q) < s
-        with torch.inference_mode():
-            if transductive:
-                graph = support_query_graph(images, y, s, labeled, len(classes),
-                                            full_edges=not method.builds_own_edges(True))
-                logits = method(Batch.from_data_list([graph]).to(device), transductive=True).logits[0]
-            else:
-                parts = []
-                for first in range(0, q, query_batch):
-                    rows = torch.cat([torch.arange(s), torch.arange(s + first, min(s + first + query_batch, s + q))])
-                    graph = support_query_graph(images[rows], y[rows], s, labeled[rows], len(classes))
-                    parts.append(method(Batch.from_data_list([graph]).to(device), transductive=False).logits[0])
-                logits = torch.cat(parts)
-        probabilities = method.class_probabilities(logits, shots).cpu()  # (Q, way)
-    mode = ("transductive" + (f" ({method.graph_name(True)} graph)" if method.builds_own_edges(True) else "")
-            if transductive else "non-transductive")
-    return Predictions(classes, supports, queries, probabilities, mode, str(checkpoint), describe(device),
-                       time.perf_counter() - start)
+        clf.fit(support_paths, [c for c in supports for _ in supports[c]], advance)
+        probabilities = clf.predict_proba(queries, advance)  # (Q, way), columns in the sorted class order
+    return Predictions(list(clf.classes_), supports, queries, probabilities, clf.mode, str(checkpoint),
+                       describe(clf.device), time.perf_counter() - start)
 
 
 def _bar(enabled: bool):

@@ -156,7 +156,7 @@ def import_reference(checkpoint: str | Path, out: str | Path, dataset: str = "om
     from egnn.checkpoint import save_checkpoint
     from egnn.config import make_config
     from egnn.errors import ConfigError, UserError
-    from egnn.trainer import build_method
+    from egnn.models import build_method
 
     if dataset not in INPUTS:
         raise ConfigError(f"--dataset {dataset}: the original's inputs are known for {', '.join(INPUTS)}")

@@ -41,7 +41,9 @@ from egnn.devices import describe
 from egnn.errors import ConfigError
 from egnn.losses import mean_ci95
 from egnn.reports import read_spec, write_report
-from egnn.trainer import Trainer, evaluate_config, load_trained
+from egnn.evaluation import evaluate_config
+from egnn.models import load_trained
+from egnn.trainer import Trainer
 
 SPEC_KEYS = {"base", "runs", "grid", "test", "reference", "output", "runs_dir", "set"}
 TEST_KEYS = {"queries", "episodes", "transductive"}

@@ -1,4 +1,4 @@
-"""Episodic meta-training and evaluation: the Python API under the CLI."""
+"""Episodic meta-training: the Trainer (steps, validation, checkpoints, resume, time budgets) and ``train``."""
 from __future__ import annotations
 
 import contextlib
@@ -8,8 +8,7 @@ import math
 import random
 import sys
 import time
-from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,6 @@ import numpy as np
 import torch
 import yaml
 
-from egnn.backbones import backbone_from_config
 from egnn.checkpoint import load_checkpoint, load_model_state, rng_state, run_lock, save_checkpoint, set_rng_state
 from egnn.config import Config, make_config
 from egnn.data import FewShotSplit, load_dataset
@@ -25,24 +23,11 @@ from egnn.data.transforms import augment, resolve_augment, resolve_normalize
 from egnn.devices import describe, keep_freed_host_memory, resolve_device, set_deterministic, to_device_of
 from egnn.distributed import average, barrier, init_from_env
 from egnn.episodes import EpisodeSampler
-from egnn.errors import CheckpointError, ConfigError, UserError
-from egnn.graph import collate
-from egnn.losses import mean_ci95, query_accuracy
-from egnn.memory import check_episode_memory
-from egnn.methods import FewShotMethod, method_class
-
-
-@contextmanager
-def out_of_memory_hint(batch_flag: str):
-    """Turn an allocation failure into one line that names the fix."""
-    try:
-        yield
-    except (torch.OutOfMemoryError, MemoryError, RuntimeError) as exc:
-        text = str(exc)
-        if not isinstance(exc, (torch.OutOfMemoryError, MemoryError)) and "allocate" not in text and "out of memory" not in text:
-            raise
-        raise UserError(f"out of memory running an episode batch ({text.splitlines()[0][:80]}): lower {batch_flag}, "
-                        f"or use sparse graphs with --knn 20") from None
+from egnn.errors import ConfigError, UserError
+from egnn.evaluation import EvalResult, autocast, evaluate_config
+from egnn.losses import query_accuracy
+from egnn.memory import check_episode_memory, out_of_memory_hint
+from egnn.models import build_method, saved_config
 
 
 def to_device(batch, device: torch.device):
@@ -71,140 +56,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def build_method(cfg: Config, in_channels: int, image_size: int) -> FewShotMethod:
-    if cfg.backbone_checkpoint:
-        backbone, stats = load_backbone(cfg, in_channels, image_size)
-        method = method_class(cfg.model).from_config(backbone, cfg)
-        if stats is not None:
-            method.set_normalization(*stats)
-        return method
-    kind = method_class(cfg.model)
-    return kind.from_config(backbone_from_config(cfg, in_channels, image_size, kind.embedding_features(cfg)), cfg)
-
-
-def load_backbone(cfg: Config, in_channels: int, image_size: int):
-    """The backbone of ``cfg.backbone_checkpoint`` (an ``egnn pretrain`` run, or a run built on one, e.g. MTL's
-    meta-transfer), frozen, with Scaling-and-Shifting parameters (trainable iff ``cfg.train_ss``); and the input
-    statistics it was trained with."""
-    from egnn.backbones.resnet12 import add_scaling_shifting
-
-    path = cfg.backbone_checkpoint
-    blob = load_checkpoint(path)
-    try:
-        saved = make_config(saved_config(blob["config"]))
-        if (blob["in_channels"], blob["image_size"]) != (in_channels, image_size):
-            raise ConfigError(f"backbone checkpoint {path} expects {blob['in_channels']}x{blob['image_size']}px "
-                              f"images, this dataset has {in_channels}x{image_size}: pass --image-size "
-                              f"{blob['image_size']} or another checkpoint")
-        if blob.get("backbone_arch"):  # a run built on a pretrained backbone records the pretraining run's
-            arch = make_config(blob["backbone_arch"])
-        else:  # a pretraining run, or a run saved before runs recorded it: follow the chain
-            arch = saved
-            while arch.backbone_checkpoint:
-                arch = make_config(saved_config(load_checkpoint(arch.backbone_checkpoint)["config"]))
-        backbone = backbone_from_config(arch, in_channels, image_size, 0)
-        backbone.arch = {"backbone": arch.backbone, "widths": arch.widths}  # saved with runs built on it
-    except KeyError as exc:
-        raise CheckpointError(f"{path} is not a backbone checkpoint ({exc}): pass the best.pt of egnn pretrain") from None
-    state = {k[len("backbone."):]: v for k, v in blob["model"].items() if k.startswith("backbone.")}
-    has_ss = any(k.endswith(".scale") for k in state)
-    if has_ss:
-        add_scaling_shifting(backbone)
-    try:
-        backbone.load_state_dict(state)
-    except RuntimeError as exc:
-        raise CheckpointError(f"backbone checkpoint {path} does not fit {arch.backbone} with widths "
-                              f"'{arch.widths}' ({str(exc).splitlines()[0]})") from None
-    if not has_ss:
-        add_scaling_shifting(backbone)
-    for name, p in backbone.named_parameters():
-        p.requires_grad_(cfg.train_ss and (name.endswith(".scale") or name.endswith(".shift")))
-    mean, std = blob["model"].get("input_mean"), blob["model"].get("input_std")
-    return backbone, ((mean, std) if mean is not None and mean.numel() else None)
-
-
-@dataclass
-class EvalResult:
-    """Mean and 95% CI of per-episode metrics, with the protocol that produced them."""
-
-    accuracy: float
-    accuracy_ci95: float
-    metrics: dict[str, tuple[float, float]]
-    protocol: dict[str, Any]
-    per_episode: list[float]
-    seconds: float
-
-    def to_dict(self, per_episode: bool = False) -> dict[str, Any]:
-        out = {"accuracy": self.accuracy, "accuracy_ci95": self.accuracy_ci95,
-               **{f"{k}": v[0] for k, v in self.metrics.items()},
-               **{f"{k}_ci95": v[1] for k, v in self.metrics.items()},
-               "protocol": self.protocol, "seconds": round(self.seconds, 2)}
-        if per_episode:
-            out["per_episode_accuracy"] = self.per_episode
-        return out
-
-    def __str__(self) -> str:
-        p = self.protocol
-        mode = "transductive" if p["transductive"] else "non-transductive"
-        if p.get("graph", "dense") != "dense":
-            mode += f" ({p['graph']} graph)"
-        return (f"{p['dataset']}/{p['split']} {p['way']}-way {p['shot']}-shot, {p['query']} queries/class, "
-                f"{mode}, label ratio {p['label_ratio']}, {p['episodes']} episodes (seed {p['seed']}): "
-                f"accuracy {100 * self.accuracy:.2f} ± {100 * self.accuracy_ci95:.2f}%"
-                + (f" on {p['device']}" if p.get("device") else ""))
-
-
-def autocast(device: str | torch.device, precision: str):
-    """Mixed precision for ``precision`` bf16 / fp16 (matmuls and convolutions in 16 bits; BatchNorm statistics
-    and the losses stay in float32); a no-op for fp32."""
-    kind = torch.device(device).type
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    return torch.autocast(kind, dtype=dtype, enabled=dtype is not None)
-
-
-@torch.inference_mode()
-def evaluate(method: FewShotMethod, split: FewShotSplit, *, way: int, shot: int, query: int, episodes: int,
-             transductive: bool, seed: int = 0, label_ratio: float = 1.0, batch_size: int = 50,
-             device: str | torch.device = "auto", dataset: str = "", drop_unlabeled: bool = False,
-             precision: str = "fp32") -> EvalResult:
-    """Accuracy over ``episodes`` fixed episodes: episode ``i`` depends only on ``(seed, i)``."""
-    device = resolve_device(device)
-    sampler = EpisodeSampler(split, way, shot, query, seed=seed, label_ratio=label_ratio,
-                             drop_unlabeled=drop_unlabeled)
-    check_episode_memory(method, tasks=batch_size, way=way, shot=shot, query=query, transductive=transductive,
-                         training=False, batch_flag="--eval-batch (egnn eval: --batch)", device=device)
-    sparse = method.builds_own_edges(transductive)
-    was_training = method.training
-    method.eval()
-    start, accs, extra = time.perf_counter(), [], {}
-    for first in range(0, episodes, batch_size):
-        batch = collate(sampler.batch(first, min(batch_size, episodes - first)), full_edges=not sparse).to(device)
-        with out_of_memory_hint("--eval-batch (egnn eval: --batch)"), autocast(device, precision):
-            out = method(batch, transductive=transductive)
-        accs.append(query_accuracy(out.logits, out.query_labels))  # stays on the device: no sync per batch
-        for k, v in out.episode_metrics.items():
-            extra.setdefault(k, []).append(v)
-    method.train(was_training)
-    acc = torch.cat(accs).cpu()
-    extra = {k: [torch.cat(v).float().cpu()] for k, v in extra.items()}
-    protocol = {"dataset": dataset, "split": split.name.split("/")[-1], "way": way, "shot": shot, "query": query,
-                "episodes": episodes, "transductive": transductive, "label_ratio": label_ratio,
-                "unlabeled": "drop" if drop_unlabeled else "keep", "seed": seed,
-                "graph": method.graph_name(transductive),
-                "device": describe(device), "precision": precision}
-    return EvalResult(*mean_ci95(acc), {k: mean_ci95(torch.cat(v)) for k, v in extra.items()}, protocol,
-                      acc.tolist(), time.perf_counter() - start)
-
-
-def evaluate_config(method: FewShotMethod, split: FewShotSplit, cfg: Config, episodes: int,
-                    query: int | None = None, device: str | torch.device | None = None) -> EvalResult:
-    """:func:`evaluate` with the protocol of ``cfg`` (way, shot, eval queries, mode, label ratio, eval seed)."""
-    return evaluate(method, split, way=cfg.test_way or cfg.way, shot=cfg.shot, query=query or cfg.eval_query,
-                    episodes=episodes, transductive=cfg.transductive, seed=cfg.eval_seed, label_ratio=cfg.label_ratio,
-                    batch_size=cfg.eval_batch, device=device or cfg.device, dataset=cfg.dataset,
-                    drop_unlabeled=cfg.unlabeled == "drop", precision=cfg.precision)
 
 
 class Trainer:
@@ -361,13 +212,14 @@ class Trainer:
         if self.augment != "none":  # a pure function of (seed, iteration, rank), like the episodes: resumes bitwise
             gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 7_777_777_777 + self.iteration * 997 + self.rank)
             batch.x = augment(batch.x, self.augment, gen)
-        with out_of_memory_hint("--tasks-per-batch"), autocast(self.device, cfg.precision):
-            out = self.model(batch, transductive=cfg.transductive)
-            loss = self.method.loss(out)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()  # scaling is the identity unless fp16
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        with out_of_memory_hint("--tasks-per-batch"):  # the backward pass needs as much again as the forward
+            with autocast(self.device, cfg.precision):
+                out = self.model(batch, transductive=cfg.transductive)
+                loss = self.method.loss(out)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()  # scaling is the identity unless fp16
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
         return loss.detach(), query_accuracy(out.logits.detach(), out.query_labels).mean(), out
 
     def validate(self) -> float:
@@ -383,10 +235,18 @@ class Trainer:
         with run_lock(self.out, wait) if self.rank == 0 else contextlib.nullcontext():
             if resume and (self.out / "last.pt").exists():
                 self.resume()
-            self._loop(progress)
+            try:
+                self._loop(progress)
+            finally:
+                if getattr(self, "board", None) is not None:
+                    self.board.close()
 
     def _loop(self, progress: bool) -> None:
         cfg = self.cfg
+        self.board = self.tensorboard()
+        if self.board is not None:  # the episode the method's figure draws at every validation
+            self.board_episode = EpisodeSampler(self.splits["val"], cfg.test_way or cfg.way, cfg.shot, cfg.eval_query,
+                                                seed=cfg.eval_seed, label_ratio=cfg.label_ratio).episode(0)
         if self.rank == 0:
             (self.out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
             # which classes each split held: a folder dataset's seeded class split, or any dataset's, on record
@@ -416,6 +276,14 @@ class Trainer:
                 if task is not None:
                     fields = dict(zip(("loss", "acc"), shown)) if shown else {}
                     bar.update(task, completed=self.iteration, val=_shown(self.best_val), **fields)
+
+    def tensorboard(self):
+        """The run's TensorBoard log (rank 0, ``--log tensorboard``), else None."""
+        if self.cfg.log != "tensorboard" or self.rank != 0:
+            return None
+        from egnn.tensorboard_log import TensorBoardLog
+
+        return TensorBoardLog(self.out / "tensorboard")
 
     def take_snapshots(self) -> None:
         """Save the weights at each ``snapshot_minutes`` point the run has reached (``snapshots/<m>min.pt``, like
@@ -483,9 +351,13 @@ class Trainer:
                   "val_acc": val, "lr": self.optimizer.param_groups[0]["lr"], "seconds": round(seconds, 2),
                   "val_seconds": round(val_seconds, 2)}
         self.train_seconds += seconds
-        self.step_seconds = (seconds - val_seconds) / max(1, self.iteration - self.period_first)
+        steps = max(1, self.iteration - self.period_first)
+        self.step_seconds = (seconds - val_seconds) / steps
         self.val_seconds = val_seconds
         self.clock, self.period_first = time.perf_counter(), self.iteration
+        if getattr(self, "board", None) is not None:  # inside the budget: counted in the next period
+            self.board.validation(record, steps)
+            self.board.figure(self.method.figure(self.board_episode, self.cfg.transductive), self.iteration)
         improved = val > self.best_val
         if improved:
             self.best_val, self.best_iteration = val, self.iteration
@@ -517,6 +389,10 @@ class Trainer:
                    "best_val_acc": self.best_val, "train_seconds": self.train_seconds,
                    "test": [r.to_dict() for r in results]}
         (self.out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
+        board = self.tensorboard()
+        if board is not None:
+            board.test(results, self.iteration)
+            board.close()
         return results
 
 
@@ -528,45 +404,6 @@ def train(cfg: Config, resume: bool = False, progress: bool = True, test_queries
         EpisodeSampler(trainer.splits["test"], cfg.test_way or cfg.way, cfg.shot, q, label_ratio=cfg.label_ratio)
     trainer.fit(resume=resume, progress=progress and trainer.rank == 0)
     return trainer.test(test_queries, provenance) if trainer.rank == 0 else []
-
-
-def saved_config(values: dict[str, Any]) -> dict[str, Any]:
-    """A checkpoint's config; runs saved before normalisation, augmentation and random query counts existed
-    used none of them, and runs saved before the fidelity options existed used the layers egnn had then."""
-    values = {"normalize": "off", "augment": "none", "query_max": 0, **values}
-    if "graph_slope" not in values:  # written before egnn matched the reference layer for layer
-        values = {"encoder_dropout": values.get("dropout", 0.0), "encoder_norm": "batch", "conv4_padding": "same",
-                  "graph_slope": 0.2, **values}
-    if isinstance(values["normalize"], bool):  # briefly a bool
-        values["normalize"] = "on" if values["normalize"] else "off"
-    return values
-
-
-def load_trained(checkpoint: str | Path, device: str = "cpu") -> tuple[FewShotMethod, Config]:
-    """Rebuild a trained method from a checkpoint written by :class:`Trainer`."""
-    method, cfg, _ = load_trained_with_inputs(checkpoint, device)
-    return method, cfg
-
-
-def load_trained_with_inputs(checkpoint: str | Path, device: str = "cpu") -> tuple[FewShotMethod, Config, tuple[int, int]]:
-    """:func:`load_trained`, and the ``(channels, side)`` of the images the model was trained on."""
-    blob = load_checkpoint(checkpoint)
-    try:
-        cfg = make_config(saved_config(blob["config"]))
-        inputs = int(blob["in_channels"]), int(blob.get("image_size") or cfg.image_size or 28)
-        method = build_method(cfg, *inputs)
-    except (KeyError, TypeError) as exc:
-        raise UserError(f"checkpoint {checkpoint} lacks its config ({exc}): pass a checkpoint written by egnn train") from None
-    load_model_state(method, blob["model"], checkpoint)
-    return method.to(resolve_device(device)).eval(), cfg, inputs
-
-
-def use_sparse_graphs(method: FewShotMethod, knn: int, checkpoint: str | Path, model: str) -> None:
-    """``--knn`` on a loaded checkpoint (``egnn eval``, ``egnn predict``): transductive EGNN on kNN graphs of
-    ``knn`` neighbours, 0 for dense; a one-line error for a model without sparse graphs."""
-    if not method.sparse_graphs:
-        raise UserError(f"--knn needs an EGNN checkpoint; {checkpoint} holds a {model} model")
-    method.knn = make_config(knn=knn).knn  # validated as a config value
 
 
 def _shown(best_val: float) -> str:

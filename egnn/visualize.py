@@ -53,10 +53,12 @@ def episode_graphs(method: EGNNMethod, episode: Episode, transductive: bool = Tr
     """Graphs of the initial edges and of every layer's edges for one episode."""
     if not isinstance(method, EGNNMethod):
         raise TypeError(f"Expected an EGNN method (edge labels to draw), got {type(method).__name__}")
+    was_training = method.training
     method.eval()
     batch = collate([episode])
     dense = DenseEpisodes.from_batch(batch)  # on the CPU, for networkx; PyG's .to() below moves batch in place
     out = method(batch.to(method.backbone_device), transductive=transductive)
+    method.train(was_training)  # e.g. drawn during training, for TensorBoard
     stages = torch.cat([dense.init_edges[None], out.extras["edges"].cpu()])[:, 0]  # (L+1, N, N, 2)
     mask = out.extras["loss_mask"][0].cpu()
     y, query, labeled = dense.y[0], dense.query_mask[0], dense.labeled_mask[0]
@@ -132,6 +134,20 @@ def draw(graph: nx.DiGraph, ax, pos=None) -> None:
     ax.set_axis_off()
 
 
+def grid_figure(graphs: list[nx.DiGraph], pos=None):
+    """One matplotlib figure with every stage side by side (the grid PNG, and TensorBoard's image)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pos = pos or _layout(graphs[0])
+    fig, axes = plt.subplots(1, len(graphs), figsize=(3.6 * len(graphs), 3.9), dpi=100)
+    for g, ax in zip(graphs, axes):
+        draw(g, ax, pos)
+    return fig
+
+
 def render(graphs: list[nx.DiGraph], out: str | Path) -> dict[str, Path]:
     """Write one PNG per stage, a grid PNG and an animated GIF; return their paths."""
     import matplotlib
@@ -150,9 +166,7 @@ def render(graphs: list[nx.DiGraph], out: str | Path) -> dict[str, Path]:
         files[f"stage{i}"] = out / f"stage{i}_{g.graph['stage'].replace(' ', '')}.png"
         fig.savefig(files[f"stage{i}"], bbox_inches="tight")
         plt.close(fig)
-    fig, axes = plt.subplots(1, len(graphs), figsize=(3.6 * len(graphs), 3.9), dpi=100)
-    for g, ax in zip(graphs, axes):
-        draw(g, ax, pos)
+    fig = grid_figure(graphs, pos)
     files["grid"] = out / "grid.png"
     fig.savefig(files["grid"], bbox_inches="tight")
     plt.close(fig)

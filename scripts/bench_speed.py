@@ -76,7 +76,7 @@ def graph_row(setting, transductive, symmetric=True, repeat=5, tasks=40, precisi
 
     from egnn.graph import DenseEpisodes
     from egnn.losses import edge_labeling_loss
-    from egnn.trainer import autocast
+    from egnn.evaluation import autocast
 
     way, shot = SETTINGS[setting]
     batch = _episodes(way, shot, 1, tasks, size=2, channels=1)
@@ -139,7 +139,7 @@ def full_row(setting, transductive, size=84, channels=3, repeat=3, tasks=40, pre
     iteration (sampled episodes in, forward, loss, backward, Adam)."""
     import torch
 
-    from egnn.trainer import autocast
+    from egnn.evaluation import autocast
 
     way, shot = SETTINGS[setting]
     batch = _episodes(way, shot, 1, tasks, size=size, channels=channels)
@@ -220,7 +220,7 @@ def big_episode_row(k=20, checkpoint=None):
     except Exception:  # no Omniglot here: the same shapes from random pixels
         batch = _episodes(way, shot, query, 1, size=28, channels=1, full_edges=False)
     if checkpoint:
-        from egnn.trainer import load_trained
+        from egnn.models import load_trained
 
         method, _ = load_trained(checkpoint)
         source += f", {checkpoint}"
@@ -408,7 +408,8 @@ def ours_train_row(setting, transductive, device="cpu", tasks=40, repeat=3, warm
     from egnn.config import make_config
     from egnn.data.transforms import augment
     from egnn.graph import collate
-    from egnn.trainer import Trainer, autocast
+    from egnn.evaluation import autocast
+    from egnn.trainer import Trainer
 
     way, shot = SETTINGS[setting]
     split = _random_split()
@@ -446,7 +447,7 @@ def ours_eval_row(setting, transductive, device="cpu", episodes=20, query=1):
 
     from egnn.backbones import create_backbone
     from egnn.methods.egnn import EGNNMethod
-    from egnn.trainer import evaluate
+    from egnn.evaluation import evaluate
 
     way, shot = SETTINGS[setting]
     split = _random_split()
@@ -618,6 +619,7 @@ def main() -> None:
     parser.add_argument("--ref-dir", help="the original EGNN code (e.g. ../shared/reference/fewshot-egnn), imported at run "
                                           "time and timed beside egnn on the same inputs")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] for the side-by-side rows")
+    parser.add_argument("--settings", default=",".join(SETTINGS), help="side-by-side settings, of: " + ", ".join(SETTINGS))
     args = parser.parse_args()
     if args.one:
         return _child(args.one)
@@ -629,64 +631,72 @@ def main() -> None:
         parser.error(f"unknown kinds {sorted(unknown)}: choose from {', '.join(ROWS)}")
     t, q = args.threads, args.quick
     rows = []
-    ref = {"ref_dir": str(Path(args.ref_dir).resolve())} if args.ref_dir else {}
-    for setting in SETTINGS:
-        for trans in (True, False):
-            size = {"tasks": 2 if q else 40, "repeat": 1 if q else 3}
-            if "ref_train" in kinds:
-                rows.append(run_one("ref_train", t, setting=setting, transductive=trans, device=args.device, **size, **ref))
-            if "ours_train" in kinds:
-                rows.append(run_one("ours_train", t, setting=setting, transductive=trans, device=args.device, **size))
-            episodes = 10 if q else 50
-            if "ref_eval" in kinds:
-                rows.append(run_one("ref_eval", t, setting=setting, transductive=trans, device=args.device,
-                                    episodes=episodes, **ref))
-            for query in (1, 15) if "ours_eval" in kinds else ():
-                rows.append(run_one("ours_eval", t, setting=setting, transductive=trans, device=args.device,
-                                    episodes=episodes, query=query))
-    for setting in SETTINGS:
-        for trans in (True, False):
-            if "roofline" in kinds:
-                rows.append(run_one("roofline", t, setting=setting, transductive=trans, tasks=4 if q else 40))
-            for sym, prec in ((True, "fp32"), (False, "fp32"), (True, "bf16")) if "graph" in kinds else ():
-                rows.append(run_one("graph", t, setting=setting, transductive=trans, symmetric=sym, precision=prec,
-                                    repeat=1 if q else 5, tasks=4 if q else 40))
-    for setting in SETTINGS if "full" in kinds else ():
-        for trans in (True, False):
-            rows.append(run_one("full", t, setting=setting, transductive=trans, repeat=1 if q else 3,
-                                tasks=2 if q else 40))
-            if setting == "5w5s":  # mixed precision, a separate mode: same math in 16-bit matmuls
-                rows.append(run_one("full", t, setting=setting, transductive=trans, repeat=1 if q else 3,
-                                    tasks=2 if q else 40, precision="bf16"))
-    if "full" in kinds:
-        rows.append(run_one("full", t, setting="5w1s", transductive=True, size=28, channels=1, repeat=1 if q else 3,
-                            tasks=2 if q else 40))
-    for setting in SETTINGS if "eval15" in kinds else ():
-        rows.append(run_one("eval15", t, setting=setting, transductive=True, episodes=2 if q else 10))
-    sizes = [25, 50, 100] if q else [25, 50, 100, 200, 500, 1000, 2000]
-    for n in sizes if "scale" in kinds else ():
-        rows.append(run_one("scale", t, nodes=n, graph="dense", repeat=1 if q else 3))
-    for n in sizes + ([] if q else [5000]) if "scale" in kinds else ():
-        rows.append(run_one("scale", t, nodes=n, graph="sparse", repeat=1 if q else 3))
-    if not q and "big" in kinds:
-        rows.append(run_one("big", t, checkpoint=args.checkpoint))
-    for size, ch, kind in ((84, 3, "crop-flip"), (28, 1, "none")) if "sampler" in kinds else ():
-        rows.append(run_one("sampler", t, size=size, channels=ch, augmentation=kind, seconds=1.0 if q else 5.0))
     from egnn.provenance import provenance
 
     made = provenance("python scripts/bench_speed.py")
     revision, command = made["git_revision"], made["command"]
-    for row in rows:
-        row["git_revision"] = revision
+    kept = []
     if kinds != set(ROWS) and Path(args.out).exists():  # a partial re-run replaces only its own kinds
         old = json.loads(Path(args.out).read_text())
         kept = [{"git_revision": old["git_revision"], **r} for r in old["rows"] if r["kind"] not in kinds]
-        rows = kept + rows
         command = f"{old['command']}; then {command}"
-    out = {"command": command, "git_revision": revision, "uncommitted_changes": made["uncommitted_changes"],
-           "threads": t, "torch": __import__("torch").__version__, "machine": _machine(args.device), "rows": rows}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+
+    def add(row: dict) -> None:
+        """Keep a measured row and rewrite --out at once (atomically): a run stopped at any point, e.g. at the
+        device machine's time limit, leaves every row it measured."""
+        rows.append({**row, "git_revision": revision})
+        out = {"command": command, "git_revision": revision, "uncommitted_changes": made["uncommitted_changes"],
+               "threads": t, "torch": __import__("torch").__version__, "machine": _machine(args.device),
+               "rows": kept + rows}
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(args.out).with_suffix(".tmp")
+        tmp.write_text(json.dumps(out, indent=2) + "\n")
+        tmp.replace(args.out)
+
+    ref = {"ref_dir": str(Path(args.ref_dir).resolve())} if args.ref_dir else {}
+    for setting in args.settings.split(","):
+        for trans in (True, False):
+            size = {"tasks": 2 if q else 40, "repeat": 1 if q else 3}
+            if "ref_train" in kinds:
+                add(run_one("ref_train", t, setting=setting, transductive=trans, device=args.device, **size, **ref))
+            if "ours_train" in kinds:
+                add(run_one("ours_train", t, setting=setting, transductive=trans, device=args.device, **size))
+            episodes = 10 if q else 50
+            if "ref_eval" in kinds:
+                add(run_one("ref_eval", t, setting=setting, transductive=trans, device=args.device,
+                                    episodes=episodes, **ref))
+            for query in (1, 15) if "ours_eval" in kinds else ():
+                add(run_one("ours_eval", t, setting=setting, transductive=trans, device=args.device,
+                                    episodes=episodes, query=query))
+    for setting in SETTINGS:
+        for trans in (True, False):
+            if "roofline" in kinds:
+                add(run_one("roofline", t, setting=setting, transductive=trans, tasks=4 if q else 40))
+            for sym, prec in ((True, "fp32"), (False, "fp32"), (True, "bf16")) if "graph" in kinds else ():
+                add(run_one("graph", t, setting=setting, transductive=trans, symmetric=sym, precision=prec,
+                                    repeat=1 if q else 5, tasks=4 if q else 40))
+    for setting in SETTINGS if "full" in kinds else ():
+        for trans in (True, False):
+            add(run_one("full", t, setting=setting, transductive=trans, repeat=1 if q else 3,
+                                tasks=2 if q else 40))
+            if setting == "5w5s":  # mixed precision, a separate mode: same math in 16-bit matmuls
+                add(run_one("full", t, setting=setting, transductive=trans, repeat=1 if q else 3,
+                                    tasks=2 if q else 40, precision="bf16"))
+    if "full" in kinds:
+        add(run_one("full", t, setting="5w1s", transductive=True, size=28, channels=1, repeat=1 if q else 3,
+                            tasks=2 if q else 40))
+    for setting in SETTINGS if "eval15" in kinds else ():
+        add(run_one("eval15", t, setting=setting, transductive=True, episodes=2 if q else 10))
+    sizes = [25, 50, 100] if q else [25, 50, 100, 200, 500, 1000, 2000]
+    for n in sizes if "scale" in kinds else ():
+        add(run_one("scale", t, nodes=n, graph="dense", repeat=1 if q else 3))
+    for n in sizes + ([] if q else [5000]) if "scale" in kinds else ():
+        add(run_one("scale", t, nodes=n, graph="sparse", repeat=1 if q else 3))
+    if not q and "big" in kinds:
+        add(run_one("big", t, checkpoint=args.checkpoint))
+    for size, ch, kind in ((84, 3, "crop-flip"), (28, 1, "none")) if "sampler" in kinds else ():
+        add(run_one("sampler", t, size=size, channels=ch, augmentation=kind, seconds=1.0 if q else 5.0))
+    rows = kept + rows
     if "scale" in kinds:
         plot(rows, ROOT / "docs" / ("scaling_quick.png" if q else "scaling.png"))
     print(table(rows))

@@ -40,7 +40,7 @@ def main() -> None:
     from egnn.losses import mean_ci95
     from egnn.mtl import classify, fit_classifier
     from egnn.provenance import provenance
-    from egnn.trainer import build_method
+    from egnn.models import build_method
 
     import platform
     import time

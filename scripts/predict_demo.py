@@ -61,7 +61,8 @@ def upright_eval(args, query: int):
     characters are all upright, while evaluation episodes mix the four rotations, which differ in stroke
     orientation and are easier to tell apart."""
     from egnn.data import FewShotSplit, load_dataset
-    from egnn.trainer import evaluate, load_trained
+    from egnn.evaluation import evaluate
+    from egnn.models import load_trained
 
     split = load_dataset("omniglot", args.data_root)["test"]
     keep = split.labels % 4 == 0  # classes are (character, rotation), rotations 0, 90, 180, 270 in turn

@@ -56,7 +56,7 @@ def points(args) -> list[float]:
 
 def train_egnn(name: str, flags: list[str], args, work: Path) -> None:
     out = work / name
-    if (out / "results.json").exists():
+    if (out / "results.json").exists() or finished(name, args):
         return
     marks = ",".join(f"{m:g}" for m in points(args))
     resume = ["--resume"] if (out / "last.pt").exists() else []
@@ -67,7 +67,7 @@ def train_egnn(name: str, flags: list[str], args, work: Path) -> None:
 
 def train_original(args, work: Path) -> None:
     out = work / "original"
-    if (out / "done.json").exists():
+    if (out / "done.json").exists() or finished("original", args):
         return
     data = Path(args.reference_data)
     if not (data / "mini-imagenet" / "compacted_datasets" / "mini_imagenet_test.pickle").exists():
@@ -111,6 +111,19 @@ def original_child(args) -> None:
             shutil.copyfile(out / "last_model.pth", out / f"{minute:g}min.pth")
 
 
+def committed_tests(args) -> dict:
+    """Tests already in the results file (per-episode accuracies included): a later session, whose checkout has no
+    run directories, continues with the contenders still missing."""
+    path = Path(args.out).with_suffix(".json")
+    return json.loads(path.read_text()).get("tests", {}) if path.exists() else {}
+
+
+def finished(name: str, args) -> bool:
+    """Whether every point of contender ``name`` is tested at both query counts (in the results file or here)."""
+    tests = committed_tests(args)
+    return all(f"{name}/{m:g}/q{q}" in tests for m in points(args) for q in (1, 15))
+
+
 def snapshots(work: Path) -> dict[str, dict[float, Path]]:
     """Each contender's egnn checkpoint per wall-clock point (the original's imported into egnn first)."""
     found: dict[str, dict[float, Path]] = {}
@@ -131,15 +144,17 @@ def test_all(found, args, work: Path) -> dict:
     import torch
 
     from egnn.data import load_dataset
-    from egnn.trainer import evaluate, load_trained
+    from egnn.evaluation import evaluate
+    from egnn.models import load_trained
 
     cache_file = work / "tests.json"
-    cache = json.loads(cache_file.read_text()) if cache_file.exists() else {}
+    cache = {**committed_tests(args), **(json.loads(cache_file.read_text()) if cache_file.exists() else {})}
     splits = {}
     for name, marks in found.items():
         for minute, checkpoint in marks.items():
-            for q in (1, 15):
-                key = f"{name}/{minute:g}/q{q}"
+            last = minute == max(marks)
+            for q, seed in [(1, 0), (15, 0)] + ([(1, 1), (15, 1)] if last else []):  # the end: a second set too
+                key = f"{name}/{minute:g}/q{q}" + (f"/seed{seed}" if seed else "")
                 if key in cache:
                     continue
                 method, cfg = load_trained(checkpoint)
@@ -148,7 +163,7 @@ def test_all(found, args, work: Path) -> dict:
                     splits[size] = load_dataset("omniglot", args.data_root, size)["test"]
                 torch.set_num_threads(args.threads)
                 res = evaluate(method, splits[size], way=5, shot=1, query=q, episodes=args.episodes,
-                               transductive=True, seed=0, batch_size=10 if size > 28 else 50, dataset="omniglot")
+                               transductive=True, seed=seed, batch_size=10 if size > 28 else 50, dataset="omniglot")
                 cache[key] = {**res.to_dict(per_episode=True), "checkpoint": str(checkpoint)}
                 tmp = cache_file.with_suffix(".tmp")
                 tmp.write_text(json.dumps(cache))
@@ -165,9 +180,16 @@ def report(cache: dict, found, args, work: Path, wall: float) -> None:
     from egnn.losses import mean_ci95
     from egnn.provenance import provenance
 
-    curves = {name: [{"minutes": m, **{f"q{q}": {"accuracy": cache[f"{name}/{m:g}/q{q}"]["accuracy"],
-                                             "ci95": cache[f"{name}/{m:g}/q{q}"]["accuracy_ci95"]} for q in (1, 15)}}
-                     for m in sorted(marks)] for name, marks in found.items()}
+    names = [n for n in LABELS if any(k.startswith(f"{n}/") for k in cache)]
+    curves = {}
+    for name in names:
+        marks = sorted({float(k.split("/")[1]) for k in cache if k.startswith(f"{name}/")})
+        curves[name] = [{"minutes": m, **{f"q{q}": {"accuracy": cache[f"{name}/{m:g}/q{q}"]["accuracy"],
+                                                    "ci95": cache[f"{name}/{m:g}/q{q}"]["accuracy_ci95"]}
+                                          for q in (1, 15) if f"{name}/{m:g}/q{q}" in cache}} for m in marks]
+        end = max(marks)
+        curves[name][-1]["seed1"] = {f"q{q}": {"accuracy": cache[k]["accuracy"], "ci95": cache[k]["accuracy_ci95"]}
+                                     for q in (1, 15) if (k := f"{name}/{end:g}/q{q}/seed1") in cache}
     diffs = {}
     for m in points(args):
         for q in (1, 15):
@@ -177,7 +199,8 @@ def report(cache: dict, found, args, work: Path, wall: float) -> None:
 
                 mean, ci = mean_ci95(torch.tensor(a["per_episode_accuracy"]) - torch.tensor(b["per_episode_accuracy"]))
                 diffs[f"{m:g}min_q{q}"] = {"mean": mean, "ci95": ci}
-    runs = {}
+    old = json.loads(Path(args.out).with_suffix(".json").read_text()) if Path(args.out).with_suffix(".json").exists() else {}
+    runs = dict(old.get("runs", {}))  # contenders trained in an earlier call keep their facts
     for name in ("egnn", "egnn_previous"):
         res = work / name / "results.json"
         if res.exists():
@@ -193,7 +216,12 @@ def report(cache: dict, found, args, work: Path, wall: float) -> None:
                "wall_seconds": round(wall, 1), "minutes": args.minutes, "points": points(args),
                "test": {"way": 5, "shot": 1, "episodes": args.episodes, "queries": [1, 15], "seed": 0,
                         "transductive": True},
-               "curves": curves, "egnn_minus_original_paired": diffs, "runs": runs}
+               "curves": curves, "egnn_minus_original_paired": diffs, "runs": runs,
+               "earlier_calls": old.get("earlier_calls", []) + ([{k: old[k] for k in ("command", "git_revision",
+                                                                                   "device", "wall_seconds")}]
+                                                                 if old else []),
+               "tests": {k: {**v, "per_episode_accuracy": [round(x, 4) for x in v["per_episode_accuracy"]]}
+                         for k, v in cache.items()}}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     for suffix, text in ((".json", json.dumps(summary, indent=2) + "\n"), (".md", markdown(summary))):
@@ -214,6 +242,16 @@ def markdown(s: dict) -> str:
             cells.append("—" if p is None else f"{100 * p['q1']['accuracy']:.2f} ± {100 * p['q1']['ci95']:.2f} / "
                                                 f"{100 * p['q15']['accuracy']:.2f} ± {100 * p['q15']['ci95']:.2f}")
         lines.append(f"| {m:g} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for name, curve in s["curves"].items():
+        other = curve[-1].get("seed1", {})
+        if len(other) == 2:
+            lines.append(f"- {LABELS[name]} at {curve[-1]['minutes']:g} min on a second set of 1000 test episodes "
+                         f"(seed 1): {100 * other['q1']['accuracy']:.2f} ± {100 * other['q1']['ci95']:.2f} / "
+                         f"{100 * other['q15']['accuracy']:.2f} ± {100 * other['q15']['ci95']:.2f}")
+    for key, d in s["egnn_minus_original_paired"].items():
+        lines.append(f"- egnn − original at {key.replace('min_q', ' min, ').replace('_', ' ')} queries: "
+                     f"{100 * d['mean']:+.2f} ± {100 * d['ci95']:.2f} points (paired on the same episodes)")
     return "\n".join(lines) + "\n"
 
 

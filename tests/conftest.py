@@ -21,11 +21,22 @@ from egnn.trainer import Trainer
 REPO = Path(__file__).resolve().parent.parent
 
 
+def selects_gpu_tests(markexpr: str) -> bool:
+    """Whether ``-m markexpr`` selects the tests marked ``cuda`` (``cuda``, ``cuda and not slow``), rather than
+    merely naming the marker (``not cuda``). Evaluated as pytest evaluates it, for a test marked cuda alone."""
+    from _pytest.mark.expression import Expression
+
+    return bool(markexpr) and Expression.compile(markexpr).evaluate(lambda name: name == "cuda")
+
+
 def pytest_configure(config):
     """The CPU suite stays a CPU suite on a GPU machine (``--device auto`` would otherwise pick the GPU); the
     GPU suite runs with ``pytest -m cuda tests/gpu``. Set before anything initialises CUDA."""
     config.addinivalue_line("markers", "cuda: needs a CUDA GPU (run with -m cuda)")
-    if "cuda" not in (config.getoption("markexpr", "") or ""):
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # one worker per core: a second thread each would oversubscribe the
+        os.environ.setdefault("OMP_NUM_THREADS", "1")  # cores, and OpenMP's spinning then slows a test tenfold
+        torch.set_num_threads(1)
+    if not selects_gpu_tests(config.getoption("markexpr", "") or ""):
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
 os.environ.setdefault("EGNN_DATA", str(REPO.parent / "shared" / "data"))
 

@@ -1,7 +1,10 @@
-"""The ``egnn`` command end to end, as a user runs it: real processes, real Omniglot."""
+"""The ``egnn`` command end to end, as a user runs it, on real Omniglot: a real process where the console entry
+point itself is the subject (a first training, a usage error with no traceback), the same ``main`` in this
+process for the rest (:func:`tests.conftest.cli`), which spares ~5 s of importing torch per call."""
 import json
 
 import pytest
+import torch
 
 from tests.conftest import NO_NETWORK, assert_user_error, cli, egnn
 
@@ -19,17 +22,17 @@ def test_train_and_eval_on_real_omniglot(omniglot_root, tmp_path):
     assert [t["protocol"]["query"] for t in summary["test"]] == [1, 3]
     assert [json.loads(x)["iteration"] for x in (out / "metrics.jsonl").read_text().splitlines()] == [2, 4]
 
-    ev = egnn("eval", "--checkpoint", out / "best.pt", "--data-root", omniglot_root, "--episodes", 20,
+    ev = cli("eval", "--checkpoint", out / "best.pt", "--data-root", omniglot_root, "--episodes", 20,
               "--query", 3, "--output", tmp_path / "eval.json")
     assert ev.returncode == 0, ev.stderr
     assert json.loads((tmp_path / "eval.json").read_text())["accuracy"] == summary["test"][1]["accuracy"]
-    nt = egnn("eval", "--checkpoint", out / "best.pt", "--data-root", omniglot_root, "--episodes", 5,
+    nt = cli("eval", "--checkpoint", out / "best.pt", "--data-root", omniglot_root, "--episodes", 5,
               "--no-transductive")
     assert nt.returncode == 0 and "non-transductive" in nt.stdout
 
-    again = egnn("train", "--dataset", "omniglot", "--iterations", 4, "--out", out)
+    again = cli("train", "--dataset", "omniglot", "--iterations", 4, "--out", out)
     assert_user_error(again, "--resume")
-    resumed = egnn("train", "--dataset", "omniglot", "--data-root", omniglot_root, "--way", 5, "--shot", 1,
+    resumed = cli("train", "--dataset", "omniglot", "--data-root", omniglot_root, "--way", 5, "--shot", 1,
                    "--iterations", 6, "--tasks-per-batch", 4, "--val-every", 2, "--val-episodes", 5,
                    "--test-episodes", 20, "--out", out, "--resume", "--quiet")
     assert resumed.returncode == 0, resumed.stderr
@@ -41,7 +44,7 @@ def test_train_and_eval_on_real_omniglot(omniglot_root, tmp_path):
     (["--shot", 15, "--query", 10], ["fewer than shot + query = 25"]),
 ])
 def test_impossible_episodes_on_omniglot(omniglot_root, tmp_path, args, needles):
-    proc = egnn("train", "--dataset", "omniglot", "--data-root", omniglot_root, "--out", tmp_path / "r", *args)
+    proc = cli("train", "--dataset", "omniglot", "--data-root", omniglot_root, "--out", tmp_path / "r", *args)
     assert_user_error(proc, *needles)
     assert not (tmp_path / "r").exists()  # nothing half-written
 
@@ -65,7 +68,7 @@ def test_impossible_episodes_on_omniglot(omniglot_root, tmp_path, args, needles)
     (["--backbone", "vgg99"], ["unknown backbone 'vgg99'"]),
 ])
 def test_bad_flags(tmp_path, args, needles):
-    assert_user_error(egnn("train", "--out", tmp_path / "r", *args), *needles)
+    assert_user_error(cli("train", "--out", tmp_path / "r", *args), *needles)
 
 
 @pytest.mark.parametrize("args, needles", [
@@ -75,7 +78,11 @@ def test_bad_flags(tmp_path, args, needles):
     (["frobnicate"], ["No such command"]),
 ])
 def test_usage_errors_are_one_line(args, needles):
-    assert_user_error(egnn(*args), *needles)
+    assert_user_error(cli(*args), *needles)
+
+
+def test_the_console_entry_point_answers_a_usage_error_in_one_line():
+    assert_user_error(egnn("train", "--way", "five"), "Invalid value for '--way'")
 
 
 # a closed local port stands in for "no network", wherever the tests run
@@ -83,7 +90,7 @@ def test_usage_errors_are_one_line(args, needles):
 
 def test_missing_data_without_network(tmp_path):
     env = {"EGNN_DATA": str(tmp_path / "empty"), "EGNN_CACHE": str(tmp_path / "cache"), **NO_NETWORK}
-    proc = egnn("train", "--dataset", "omniglot", "--out", tmp_path / "r", env=env)
+    proc = cli("train", "--dataset", "omniglot", "--out", tmp_path / "r", env=env)
     assert_user_error(proc, "Omniglot not found", "--data-root")
 
 
@@ -94,39 +101,39 @@ def test_a_cache_does_not_stand_in_for_missing_data(omniglot_root, tmp_path):
     load_characters(omniglot_root)  # decoded from the real copy into the shared cache (or already there)
     assert list(cache_dir().glob("omniglot_28_*.pt"))
     env = {"EGNN_DATA": str(tmp_path / "gone"), **NO_NETWORK}
-    assert_user_error(egnn("train", "--dataset", "omniglot", "--out", tmp_path / "r", env=env), "Omniglot not found")
+    assert_user_error(cli("train", "--dataset", "omniglot", "--out", tmp_path / "r", env=env), "Omniglot not found")
     assert not (tmp_path / "r").exists()  # nothing half-written
 
 
 def test_bad_config_files(tmp_path):
     (tmp_path / "typo.yaml").write_text("wayy: 5\n")
-    assert_user_error(egnn("train", "--config", tmp_path / "typo.yaml"), "unknown config key(s) wayy")
+    assert_user_error(cli("train", "--config", tmp_path / "typo.yaml"), "unknown config key(s) wayy")
     (tmp_path / "broken.yaml").write_text("way: [5\n")
-    assert_user_error(egnn("train", "--config", tmp_path / "broken.yaml"), "not valid YAML")
+    assert_user_error(cli("train", "--config", tmp_path / "broken.yaml"), "not valid YAML")
     (tmp_path / "typed.yaml").write_text("way: five\n")
-    assert_user_error(egnn("train", "--config", tmp_path / "typed.yaml"), "'way' expects int")
+    assert_user_error(cli("train", "--config", tmp_path / "typed.yaml"), "'way' expects int")
     (tmp_path / "twice.yaml").write_text("way: 5\nshot: 1\nway: 20\n")  # PyYAML alone would keep way: 20
-    assert_user_error(egnn("train", "--config", tmp_path / "twice.yaml", "--out", tmp_path / "r"),
+    assert_user_error(cli("train", "--config", tmp_path / "twice.yaml", "--out", tmp_path / "r"),
                       "key 'way' appears twice at line 3")
     (tmp_path / "spec.yaml").write_text("models: {}\nmodels: {}\n")
-    assert_user_error(egnn("compare", "--config", tmp_path / "spec.yaml"), "key 'models' appears twice")
+    assert_user_error(cli("compare", "--config", tmp_path / "spec.yaml"), "key 'models' appears twice")
     assert not (tmp_path / "r").exists()
 
 
 def test_corrupt_checkpoint(tmp_path):
     (tmp_path / "best.pt").write_bytes(b"\x80\x02not a checkpoint at all")
-    assert_user_error(egnn("eval", "--checkpoint", tmp_path / "best.pt"), "truncated or corrupt")
-    assert_user_error(egnn("eval", "--checkpoint", tmp_path / "nope.pt"), "not found")
+    assert_user_error(cli("eval", "--checkpoint", tmp_path / "best.pt"), "truncated or corrupt")
+    assert_user_error(cli("eval", "--checkpoint", tmp_path / "nope.pt"), "not found")
 
 
 def test_datasets_lists_what_is_where(omniglot_root):
-    proc = egnn("datasets", "--data-root", omniglot_root)
+    proc = cli("datasets", "--data-root", omniglot_root)
     assert proc.returncode == 0
     assert "glyphs     embedded" in proc.stdout and f"present at {omniglot_root}/omniglot-py" in proc.stdout
 
 
 def test_episode_batch_too_large_for_memory_names_the_fix(tmp_path):
-    proc = egnn("train", "--way", 5, "--shot", 5, "--tasks-per-batch", 40, "--out", tmp_path / "r",
+    proc = cli("train", "--way", 5, "--shot", 5, "--tasks-per-batch", 40, "--out", tmp_path / "r",
                 env={"EGNN_MEMORY_GB": "0.01"})
     assert_user_error(proc, "nodes as dense graphs needs about", "lower --tasks-per-batch", "--knn 20")
     assert not (tmp_path / "r").exists()  # nothing half-written
@@ -150,6 +157,34 @@ def test_allocation_failure_mid_run_names_the_fix(tmp_path, monkeypatch):
         trainer.step()
 
 
+def test_allocation_failure_in_the_backward_pass_names_the_fix_too(tmp_path, monkeypatch):
+    """The backward pass holds as much again as the forward: a real 20-way 5-shot run ran out of memory there and
+    ended in a traceback. Any allocation failure of the step is the one-line error."""
+    from egnn.config import make_config
+    from egnn.errors import UserError
+    from egnn.trainer import Trainer
+    from tests.conftest import SPLITS
+
+    trainer = Trainer(make_config(way=3, shot=1, query=2, eval_query=2, iterations=2, tasks_per_batch=2,
+                                  embedding=16, node_features=8, edge_features=8, out=str(tmp_path / "r")), SPLITS)
+
+    def fail(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(torch.Tensor, "backward", fail)
+    with pytest.raises(UserError, match="out of memory running an episode batch.*lower --tasks-per-batch"):
+        trainer.step()
+
+
+@pytest.mark.parametrize("markexpr, gpu", [("cuda", True), ("not cuda", False), ("", False),
+                                           ("cuda and not slow", True), ("slow", False)])
+def test_the_cuda_marker_switches_the_suite_both_ways(markexpr, gpu):
+    """-m cuda runs the GPU tests with the GPU visible; any other selection, -m "not cuda" included, hides it."""
+    from tests.conftest import selects_gpu_tests
+
+    assert selects_gpu_tests(markexpr) is gpu
+
+
 def test_provenance_names_the_command_the_revision_and_uncommitted_changes():
     from egnn.provenance import provenance
 
@@ -169,7 +204,7 @@ FLAG_VALUES = dict(
     iterations=7, tasks_per_batch=9, lr=0.01, weight_decay=0.001, lr_halve_every=11, lr_schedule="cosine",
     patience=3, max_minutes=2.5, snapshot_minutes="1,2", val_every=13, val_episodes=14, test_episodes=15,
     eval_batch=16, seed=17, eval_seed=18, device="cpu", data_on_device="off", deterministic=True, precision="bf16",
-    threads=1, out="elsewhere")
+    threads=1, log="tensorboard", out="elsewhere")
 
 
 def test_every_train_flag_reaches_its_config_key(monkeypatch):
@@ -214,5 +249,5 @@ def test_every_config_key_is_a_train_flag_declared_once_for_all_commands():
 
 def test_meta_transfer_defaults_sit_under_the_yaml_config(tmp_path):
     (tmp_path / "mt.yaml").write_text("out: from_yaml\nhard_tasks: false\n")
-    proc = egnn("meta-transfer", "--pretrained", tmp_path / "missing.pt", "--config", tmp_path / "mt.yaml")
+    proc = cli("meta-transfer", "--pretrained", tmp_path / "missing.pt", "--config", tmp_path / "mt.yaml")
     assert_user_error(proc, "missing.pt")  # the YAML's keys were read (no unknown key), then the checkpoint

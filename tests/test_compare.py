@@ -6,9 +6,10 @@ import yaml
 
 from egnn.data import load_dataset
 from egnn.losses import mean_ci95
-from egnn.trainer import evaluate, load_trained
+from egnn.evaluation import evaluate
+from egnn.models import load_trained
 
-from tests.conftest import assert_user_error, egnn
+from tests.conftest import assert_user_error, cli
 
 
 def test_compare_trains_and_evaluates_all_models_on_identical_episodes(tmp_path):
@@ -22,7 +23,7 @@ def test_compare_trains_and_evaluates_all_models_on_identical_episodes(tmp_path)
         "output": str(tmp_path / "cmp"),
     }
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
-    proc = egnn("compare", "--config", tmp_path / "spec.yaml", "--quiet")
+    proc = cli("compare", "--config", tmp_path / "spec.yaml", "--quiet")
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((tmp_path / "cmp.json").read_text())
     rows = summary["models"]
@@ -43,11 +44,11 @@ def test_compare_trains_and_evaluates_all_models_on_identical_episodes(tmp_path)
     spec["models"]["egnn"] = {"checkpoint": str(tmp_path / "egnn" / "best.pt")}
     spec["output"] = str(tmp_path / "again")
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
-    assert egnn("compare", "--config", tmp_path / "spec.yaml", "--quiet").returncode == 0
+    assert cli("compare", "--config", tmp_path / "spec.yaml", "--quiet").returncode == 0
     again = json.loads((tmp_path / "again.json").read_text())["models"]
     assert {k: v["accuracy"] for k, v in again.items()} == {k: v["accuracy"] for k, v in rows.items()}
 
 
 def test_compare_rejects_bad_specs(tmp_path):
     (tmp_path / "bad.yaml").write_text("modelz: {}\n")
-    assert_user_error(egnn("compare", "--config", tmp_path / "bad.yaml"), "unknown modelz", "missing models")
+    assert_user_error(cli("compare", "--config", tmp_path / "bad.yaml"), "unknown modelz", "missing models")

@@ -6,7 +6,7 @@ import yaml
 
 from egnn.episodes import EpisodeSampler, without_unlabeled
 from tests.conftest import make_episode
-from tests.conftest import egnn
+from tests.conftest import cli
 from tests.conftest import SPLITS
 
 
@@ -39,7 +39,7 @@ def test_label_ratio_sweep_at_test_size(tmp_path):
         "output": str(tmp_path / "label_ratio_glyphs"),
     }
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(spec))
-    proc = egnn("label-ratio", "--config", tmp_path / "sweep.yaml", "--runs", tmp_path / "runs", "--quiet")
+    proc = cli("label-ratio", "--config", tmp_path / "sweep.yaml", "--runs", tmp_path / "runs", "--quiet")
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((tmp_path / "label_ratio_glyphs.json").read_text())
     rows = {(r["model"], r["mode"], r["label_ratio"]): r for r in summary["results"]}
@@ -74,7 +74,7 @@ def test_sweep_parts_train_in_parallel_then_one_call_reports_from_cache(tmp_path
     }
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(spec))
     sweep = ["label-ratio", "--config", tmp_path / "sweep.yaml", "--runs", tmp_path / "runs", "--quiet"]
-    part = egnn(*sweep, "--only", "semi")
+    part = cli(*sweep, "--only", "semi")
     assert part.returncode == 0, part.stderr
     assert not (tmp_path / "report.json").exists()  # a part writes no report
     runs = sorted(p.name for p in (tmp_path / "runs" / "glyphs_3w5s").iterdir())
@@ -82,7 +82,7 @@ def test_sweep_parts_train_in_parallel_then_one_call_reports_from_cache(tmp_path
     cached = json.loads((tmp_path / "runs" / "glyphs_3w5s" / "egnn_keep_transductive_r0.4" / "sweep_tests.json").read_text())
     assert sorted(k.split("_", 1)[1] for k in cached) == ["3w5s_q1_4x_seed0_r0.4_keep_nontrans",
                                                            "3w5s_q1_6x_seed0_r0.4_keep_trans"]
-    full = egnn(*sweep)
+    full = cli(*sweep)
     assert full.returncode == 0, full.stderr
     runs = sorted(p.name for p in (tmp_path / "runs" / "glyphs_3w5s").iterdir())
     assert runs == ["egnn_drop_transductive_r0.4", "egnn_keep_transductive_r0.4", "egnn_keep_transductive_r1.0"]
@@ -93,7 +93,7 @@ def test_sweep_parts_train_in_parallel_then_one_call_reports_from_cache(tmp_path
     assert ("labeled-only", "non-transductive", 0.4) not in rows and len(rows) == 6
     assert rows["semi", "transductive", 1.0]["run"] == rows["labeled-only", "transductive", 1.0]["run"]
     assert rows["semi", "transductive", 1.0]["accuracy"] == rows["labeled-only", "transductive", 1.0]["accuracy"]
-    bad = egnn(*sweep, "--only", "nope")
+    bad = cli(*sweep, "--only", "nope")
     assert bad.returncode == 2 and "unknown sweep models nope" in bad.stderr + bad.stdout
 
 

@@ -3,7 +3,9 @@ import torch
 
 import egnn.pretrain as P
 from egnn.config import make_config
-from egnn.trainer import Trainer, evaluate_config, load_trained
+from egnn.evaluation import evaluate_config
+from egnn.models import load_trained
+from egnn.trainer import Trainer
 from tests.conftest import SPLITS
 
 

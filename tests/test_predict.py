@@ -14,10 +14,11 @@ from egnn.data import FewShotSplit, load_dataset
 from egnn.episodes import EpisodeSampler
 from egnn.graph import collate
 from egnn.predict import contact_sheet, predict
-from egnn.trainer import evaluate, load_trained
+from egnn.evaluation import evaluate
+from egnn.models import load_trained
 
 from conftest import REPO
-from test_cli import assert_user_error, egnn
+from tests.conftest import assert_user_error, cli
 
 CHECKPOINT = REPO / "results" / "checkpoints" / "omniglot_5w1s.pt"
 
@@ -100,7 +101,7 @@ def test_predict_labels_user_folders_at_the_accuracy_egnn_eval_reports(omniglot_
     for k in range(2):
         support, query = user_folders(tmp_path / f"user{k}", test_characters(omniglot_root, 20, seed=k), [1] * 20)
         out = tmp_path / f"user{k}.csv"
-        proc = egnn("predict", "--checkpoint", CHECKPOINT, "--support", support, "--query", query, "--out", out,
+        proc = cli("predict", "--checkpoint", CHECKPOINT, "--support", support, "--query", query, "--out", out,
                     "--device", "cpu", *(["--report", tmp_path / "report"] if k == 0 else []))
         assert proc.returncode == 0, proc.stderr
         assert "labeled 380 images into 20 classes (1 supports each), transductive" in proc.stdout
@@ -129,7 +130,7 @@ def test_uneven_shots_and_the_other_modes(omniglot_root, tmp_path):
     support, query = user_folders(tmp_path, test_characters(omniglot_root, 4, seed=7), [1, 2, 3, 5], queries=6)
     for flags, mode in ((["--knn", 4], "transductive (knn4 graph)"), (["--no-transductive"], "non-transductive")):
         out = tmp_path / "p.csv"
-        proc = egnn("predict", "--checkpoint", CHECKPOINT, "--support", support, "--query", query, "--out", out,
+        proc = cli("predict", "--checkpoint", CHECKPOINT, "--support", support, "--query", query, "--out", out,
                     "--device", "cpu", *flags)
         assert proc.returncode == 0, proc.stderr
         assert f"(1-5 supports each), {mode}" in proc.stdout
@@ -203,7 +204,7 @@ def test_bad_input_is_one_line_and_leaves_no_csv(tmp_path, case, needles):
     elif case == "too large for a dense graph":
         env = {"EGNN_MEMORY_GB": "0.000001"}
     out = tmp_path / "out.csv"
-    proc = egnn("predict", "--checkpoint", ckpt, "--support", support, "--query", query, "--out", out,
+    proc = cli("predict", "--checkpoint", ckpt, "--support", support, "--query", query, "--out", out,
                 "--device", "cpu", env=env)
     assert_user_error(proc, *needles)
     assert not out.exists() and not list(tmp_path.glob(".out.csv*"))

@@ -7,7 +7,7 @@ from egnn.checkpoint import load_checkpoint
 from egnn.errors import ConfigError
 from egnn.methods import PretrainClassifier
 from egnn.trainer import Trainer
-from tests.conftest import egnn
+from tests.conftest import cli
 from tests.conftest import SPLITS
 
 
@@ -47,17 +47,17 @@ def test_pretraining_defaults_are_the_same_for_the_api_and_the_cli():
 
 
 def test_mtl_stages_through_the_cli(tmp_path):
-    pre = egnn("pretrain", "--widths", "8,8,8,8", "--iterations", 2, "--val-every", 2, "--val-episodes", 4,
+    pre = cli("pretrain", "--widths", "8,8,8,8", "--iterations", 2, "--val-every", 2, "--val-episodes", 4,
                "--batch-size", 16, "--out", tmp_path / "p")
     assert pre.returncode == 0, pre.stderr
     assert "pretrained resnet12" in pre.stdout and (tmp_path / "p" / "best.pt").exists()
     assert "test (nearest prototypes of the features): glyphs/test 5-way 1-shot" in pre.stdout
-    mt = egnn("meta-transfer", "--pretrained", tmp_path / "p" / "best.pt", "--iterations", 2, "--tasks-per-batch", 2,
+    mt = cli("meta-transfer", "--pretrained", tmp_path / "p" / "best.pt", "--iterations", 2, "--tasks-per-batch", 2,
               "--val-every", 2, "--val-episodes", 4, "--test-episodes", 4, "--inner-steps", 2, "--out", tmp_path / "m",
               "--quiet")
     assert mt.returncode == 0, mt.stderr
     assert "test: glyphs/test 5-way 1-shot" in mt.stdout
-    tr = egnn("train", "--backbone", "resnet12-mtl", "--backbone-checkpoint", tmp_path / "m" / "best.pt", "--freeze-ss",
+    tr = cli("train", "--backbone", "resnet12-mtl", "--backbone-checkpoint", tmp_path / "m" / "best.pt", "--freeze-ss",
               "--iterations", 2, "--tasks-per-batch", 2, "--val-every", 2, "--val-episodes", 4, "--test-episodes", 4,
               "--out", tmp_path / "e", "--quiet")
     assert tr.returncode == 0, tr.stderr

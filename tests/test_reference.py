@@ -23,8 +23,8 @@ from egnn.episodes import Episode, EpisodeSampler
 from egnn.graph import collate
 from egnn.methods import EGNNMethod
 from egnn.reference import convert_state, key_map
-from egnn.trainer import load_trained
-from tests.conftest import assert_user_error, egnn
+from egnn.models import load_trained
+from tests.conftest import assert_user_error, cli
 
 FIXTURE = Path(__file__).parent / "fixtures" / "reference_golden.pkl.xz"
 ATOL = RTOL = 1e-5
@@ -186,7 +186,7 @@ def test_import_round_trip_reproduces_the_originals_scores(tmp_path, mode, trans
     """Imported through the CLI, the fixture's original-layout checkpoint scores the fixture's episodes as the
     original's eval() did (mini-imagenet inputs: the original's own normalisation, no inversion)."""
     ckpt = original_checkpoint(tmp_path / "checkpoint.pth.tar")
-    proc = egnn("import-reference", ckpt, "--out", tmp_path / "run", "--dataset", "mini-imagenet", "--way", 3,
+    proc = cli("import-reference", ckpt, "--out", tmp_path / "run", "--dataset", "mini-imagenet", "--way", 3,
                 "--shot", 2)
     assert proc.returncode == 0, proc.stderr
     assert "egnn eval --checkpoint" in proc.stdout
@@ -202,15 +202,15 @@ def test_import_round_trip_reproduces_the_originals_scores(tmp_path, mode, trans
 def test_bad_reference_checkpoints_are_one_line_errors(tmp_path):
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"not a checkpoint")
-    assert_user_error(egnn("import-reference", junk, "--out", tmp_path / "a"), "not a readable PyTorch checkpoint")
+    assert_user_error(cli("import-reference", junk, "--out", tmp_path / "a"), "not a readable PyTorch checkpoint")
     other = tmp_path / "other.pth"
     torch.save({"model": {}}, other)
-    assert_user_error(egnn("import-reference", other, "--out", tmp_path / "b"), "not a checkpoint of the original")
+    assert_user_error(cli("import-reference", other, "--out", tmp_path / "b"), "not a checkpoint of the original")
     wide = tmp_path / "wide.pth"
     blob = torch.load(original_checkpoint(tmp_path / "c.pth"))
     blob["enc_module_state_dict"]["conv_2.0.weight"] = torch.zeros(128, 64, 3, 3)
     torch.save(blob, wide)
-    assert_user_error(egnn("import-reference", wide, "--out", tmp_path / "c"), "widths")
+    assert_user_error(cli("import-reference", wide, "--out", tmp_path / "c"), "widths")
     for name in ("a", "b", "c"):
         assert not (tmp_path / name).exists()  # nothing half-written
 
@@ -225,7 +225,7 @@ def test_a_checkpoint_written_by_the_original_code_predicts_the_same(tmp_path, o
                           capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     ref = torch.load(tmp_path / "ref" / "reference_predictions.pt")
-    imported = egnn("import-reference", ref["checkpoint"], "--out", tmp_path / "run", "--dataset", "omniglot")
+    imported = cli("import-reference", ref["checkpoint"], "--out", tmp_path / "run", "--dataset", "omniglot")
     assert imported.returncode == 0, imported.stderr
     method, cfg = load_trained(tmp_path / "run" / "best.pt")
     from egnn.data import load_dataset

@@ -14,7 +14,8 @@ from egnn.methods import METHODS, FewShotMethod, MethodOutput, register_method
 from egnn.predict import predict
 from egnn.episodes import Episode
 from egnn.graph import collate
-from egnn.trainer import Trainer, load_trained
+from egnn.models import load_trained
+from egnn.trainer import Trainer
 
 
 class CosinePrototypes(FewShotMethod):

@@ -157,3 +157,14 @@ def test_snapshots_at_wall_clock_points_and_at_the_end_of_the_budget(tmp_path, m
         assert blob["iteration"] == iteration, name
         for k, v in blob["model"].items():
             assert torch.equal(v, kept[iteration][k]), (name, k)
+
+
+def test_bad_schedule_and_snapshot_settings_are_refused(tmp_path):
+    from egnn.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="lr-schedule must be auto, step or cosine, got 'linear'"):
+        tiny_config(tmp_path, lr_schedule="linear")
+    for bad in ("5,x", "0,5", "-1"):
+        with pytest.raises(ConfigError, match="snapshot-minutes must be positive numbers"):
+            tiny_config(tmp_path, snapshot_minutes=bad)
+    assert tiny_config(tmp_path, snapshot_minutes="20, 5,10").snapshot_points() == [5, 10, 20]

@@ -9,8 +9,9 @@ from egnn.config import load_config, make_config
 from egnn.errors import ConfigError
 from egnn.losses import mean_ci95
 from egnn.sweep import expand, load_sweep, parse_set
-from egnn.trainer import Trainer, evaluate_config
-from tests.conftest import assert_user_error, egnn
+from egnn.evaluation import evaluate_config
+from egnn.trainer import Trainer
+from tests.conftest import assert_user_error, cli
 
 BASE = {"dataset": "glyphs", "way": 3, "shot": 1, "query_max": 0, "iterations": 4, "tasks_per_batch": 2,
         "val_every": 2, "val_episodes": 4, "embedding": 16, "node_features": 8, "edge_features": 8, "eval_batch": 10,
@@ -33,7 +34,7 @@ def test_grid_names_cross_every_run_with_every_combination(tmp_path):
 
 
 def test_sweep_trains_what_egnn_train_trains_and_pairs_runs_on_the_same_episodes(tmp_path):
-    proc = egnn("sweep", write_spec(tmp_path), "--quiet")
+    proc = cli("sweep", write_spec(tmp_path), "--quiet")
     assert proc.returncode == 0, proc.stderr
     report = json.loads((tmp_path / "report.json").read_text())
     assert (tmp_path / "report.md").read_text().startswith("| run |") and (tmp_path / "report.png").stat().st_size
@@ -58,33 +59,33 @@ def test_sweep_trains_what_egnn_train_trains_and_pairs_runs_on_the_same_episodes
 
 def test_parts_run_alone_then_one_call_reports_from_their_cache(tmp_path):
     spec = write_spec(tmp_path)
-    assert egnn("sweep", spec, "--only", "q1/*", "--quiet").returncode == 0
+    assert cli("sweep", spec, "--only", "q1/*", "--quiet").returncode == 0
     assert not (tmp_path / "report.json").exists()  # a part writes no report
-    part = egnn("sweep", spec, "--only", "q2/transductive=True", "--quiet")
+    part = cli("sweep", spec, "--only", "q2/transductive=True", "--quiet")
     assert part.returncode == 0 and "q2/transductive=True" in part.stdout
     tested = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").glob("*/best.pt")}
     assert len(tested) == 3
-    assert egnn("sweep", spec, "--quiet").returncode == 0  # trains only the missing run, tests only it
+    assert cli("sweep", spec, "--quiet").returncode == 0  # trains only the missing run, tests only it
     assert all(p.stat().st_mtime_ns == t for p, t in tested.items())
     assert len(json.loads((tmp_path / "report.json").read_text())["runs"]) == 4
-    assert_user_error(egnn("sweep", spec, "--only", "nope"), "--only nope matches no run of the sweep")
+    assert_user_error(cli("sweep", spec, "--only", "nope"), "--only nope matches no run of the sweep")
 
 
 def test_set_wins_over_base_runs_and_grid_and_a_part_may_report_alone(tmp_path):
     spec = write_spec(tmp_path)
     runs = expand(load_sweep(spec, parse_set(["query=3", "transductive=false", "max-minutes=0.5"])))
     assert all(o["query"] == 3 and o["transductive"] is False and o["max_minutes"] == 0.5 for o in runs.values())
-    listed = egnn("sweep", spec, "--list", "--only", "q2/*")
+    listed = cli("sweep", spec, "--list", "--only", "q2/*")
     assert listed.stdout.split() == ["q2/transductive=True", "q2/transductive=False"]
-    part = egnn("sweep", spec, "--only", "q1/*", "--report", "--set", "iterations=2", "--output", tmp_path / "part",
+    part = cli("sweep", spec, "--only", "q1/*", "--report", "--set", "iterations=2", "--output", tmp_path / "part",
                 "--quiet")
     assert part.returncode == 0, part.stderr
     report = json.loads((tmp_path / "part.json").read_text())
     assert sorted(report["runs"]) == ["q1/transductive=False", "q1/transductive=True"]
     assert all(r["iterations_trained"] == 2 for r in report["runs"].values())
     assert "--set iterations=2" in report["command"] and not (tmp_path / "report.json").exists()
-    assert_user_error(egnn("sweep", spec, "--set", "iterations"), "--set takes KEY=VALUE")
-    assert_user_error(egnn("sweep", spec, "--set", "wayy=3"), "unknown config key(s) wayy")
+    assert_user_error(cli("sweep", spec, "--set", "iterations"), "--set takes KEY=VALUE")
+    assert_user_error(cli("sweep", spec, "--set", "wayy=3"), "unknown config key(s) wayy")
 
 
 def test_runs_placeholder_is_filled_in_base_values_too(tmp_path):
@@ -92,15 +93,15 @@ def test_runs_placeholder_is_filled_in_base_values_too(tmp_path):
     spec = write_spec(tmp_path, base={**BASE, "model": "mtl", "transductive": False,
                                       "backbone_checkpoint": "{runs}/pretrain/best.pt"},
                       runs={"a": {}}, grid={}, reference=None)
-    assert_user_error(egnn("sweep", spec, "--quiet"), f"{tmp_path / 'runs'}/pretrain/best.pt not found")
+    assert_user_error(cli("sweep", spec, "--quiet"), f"{tmp_path / 'runs'}/pretrain/best.pt not found")
 
 
 def test_bad_sweep_specs_are_one_line_errors(tmp_path):
-    assert_user_error(egnn("sweep", write_spec(tmp_path, grid={"way": 5})), "grid maps config keys to non-empty lists")
-    assert_user_error(egnn("sweep", write_spec(tmp_path, reference="q9")), "reference 'q9' is not one of its runs")
-    assert_user_error(egnn("sweep", write_spec(tmp_path, runs={"a": {"wayy": 3}}, reference=None)),
+    assert_user_error(cli("sweep", write_spec(tmp_path, grid={"way": 5})), "grid maps config keys to non-empty lists")
+    assert_user_error(cli("sweep", write_spec(tmp_path, reference="q9")), "reference 'q9' is not one of its runs")
+    assert_user_error(cli("sweep", write_spec(tmp_path, runs={"a": {"wayy": 3}}, reference=None)),
                       "unknown config key(s) wayy")
-    assert_user_error(egnn("sweep", write_spec(tmp_path, tests={})), "unknown tests")
+    assert_user_error(cli("sweep", write_spec(tmp_path, tests={})), "unknown tests")
 
 
 def test_shipped_sweep_specs_parse(tmp_path):

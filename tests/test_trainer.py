@@ -7,7 +7,9 @@ import torch
 
 from egnn.checkpoint import load_checkpoint
 from egnn.errors import CheckpointError, UserError
-from egnn.trainer import Trainer, evaluate, load_trained
+from egnn.evaluation import evaluate
+from egnn.models import load_trained
+from egnn.trainer import Trainer
 from tests.conftest import SPLITS, fit, tiny_config
 
 

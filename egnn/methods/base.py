@@ -172,6 +172,11 @@ class FewShotMethod(nn.Module):
 
         globalize_batchnorm(self)
 
+    def figure(self, episode, transductive: bool):
+        """A matplotlib figure of how the method reads ``episode``, logged at every validation (``--log
+        tensorboard``); None where the method has nothing to draw."""
+        return None
+
     def class_probabilities(self, logits: torch.Tensor, shots: torch.Tensor) -> torch.Tensor:
         """``(..., way)`` probabilities from :attr:`MethodOutput.logits` for classes with ``shots (way,)`` labeled
         supports each: a softmax, for methods trained with cross-entropy."""

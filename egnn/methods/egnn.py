@@ -148,6 +148,12 @@ class EGNNMethod(FewShotMethod):
         graphs, nodes = (tasks, supports + queries) if transductive else (tasks * queries, supports + 1)
         return dense_graph_bytes(graphs, nodes, len(self.gnn.edge_updates), self.gnn.edge_features, training)
 
+    def figure(self, episode, transductive: bool):
+        """The edge labels of ``episode`` before the first layer and after each (``egnn visualize``'s grid)."""
+        from egnn.visualize import episode_graphs, grid_figure
+
+        return grid_figure(episode_graphs(self, episode, transductive))
+
     def class_probabilities(self, logits: torch.Tensor, shots: torch.Tensor) -> torch.Tensor:
         """The vote normalised: each class's mean similarity to its labeled supports, over the sum of these.
         With equal shots this is the vote divided by its total; with uneven shots the mean keeps a class with

@@ -11,7 +11,7 @@ from egnn.data import load_dataset
 from egnn.data.cifar import CIFAR_FS, FC100
 from egnn.episodes import EpisodeSampler
 from egnn.errors import DataError
-from tests.conftest import NO_NETWORK, assert_user_error, egnn
+from tests.conftest import NO_NETWORK, assert_user_error, cli
 
 RNG = np.random.default_rng(0)
 
@@ -181,7 +181,7 @@ def test_cifar_fs_and_fc100_splits(tmp_path):
 
 def test_cifar_missing_without_network(tmp_path):
     env = {"EGNN_DATA": str(tmp_path / "none"), "EGNN_CACHE": str(tmp_path / "c"), **NO_NETWORK}
-    assert_user_error(egnn("train", "--dataset", "fc100", "--out", tmp_path / "r", env=env),
+    assert_user_error(cli("train", "--dataset", "fc100", "--out", tmp_path / "r", env=env),
                       "CIFAR-100 not found", "--data-root")
 
 
@@ -201,7 +201,7 @@ def test_short_cli_training_on_each_format(tmp_path, fmt):
                      shape=(20, 20, 3))
     else:
         make_cifar100(root)
-    proc = egnn("train", "--dataset", dataset, "--data-root", root, "--image-size", 20, "--way", 2, "--shot", 1,
+    proc = cli("train", "--dataset", dataset, "--data-root", root, "--image-size", 20, "--way", 2, "--shot", 1,
                 "--query", 1, "--iterations", 2, "--tasks-per-batch", 2, "--val-every", 2, "--val-episodes", 2,
                 "--test-episodes", 4, "--out", tmp_path / "run", "--quiet", env={"EGNN_CACHE": str(tmp_path / "c")})
     assert proc.returncode == 0, proc.stderr

@@ -1,6 +1,10 @@
-"""Every command end to end on a CUDA GPU at tiny sizes (skipped without one): `pytest -m cuda tests/gpu`.
+"""egnn on a CUDA GPU (skipped without one): `pytest -m cuda tests/gpu`, in one process (`-n 0`).
 
-Each test runs the CLI as a user would, with ``--device cuda``, and checks the result names the GPU."""
+The tests run in the order of what a short GPU session most needs to know (scripts/gpu_plan.sh streams each
+outcome as it ends): a training step never waits for the GPU; the GPU computes the CPU's numbers; every training
+mode runs and records its precision; a real out-of-memory is one line; two ranks end with one rank's weights; then
+the data paths and every command end to end, as a user runs them with ``--device cuda``."""
+import copy
 import json
 import os
 import subprocess
@@ -24,6 +28,49 @@ def run_ok(*args, env=None):
     return proc
 
 
+@pytest.mark.parametrize("transductive", [True, False], ids=["transductive", "non-transductive"])
+def test_a_training_step_never_waits_for_the_gpu(tmp_path, transductive):
+    """Issue 17: no host synchronisation inside a training step (torch raises on any under sync debug mode "error");
+    the values are read once per validation period."""
+    from egnn.config import make_config
+    from egnn.trainer import Trainer
+    from tests.conftest import SPLITS
+
+    trainer = Trainer(make_config(way=3, shot=1, query=2, query_max=0, tasks_per_batch=4, transductive=transductive,
+                                  augment="crop-flip", device="cuda", out=str(tmp_path / "r")), SPLITS)
+    trainer.step()  # warm-up: lazy CUDA initialisation may synchronise
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        losses = [trainer.step()[0] for _ in range(3)]
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert all(torch.isfinite(loss) for loss in losses)
+
+
+def test_the_gpu_computes_the_cpus_numbers():
+    """One model and one batch on the CPU and on the GPU, float32 with TF32 off (cuDNN would otherwise convolve in
+    TF32, ~1e-3 relative): the loss, every layer's edge labels and the query scores agree to 1e-4 relative and
+    1e-5 absolute, in eval mode (running statistics) and in training mode (per-slot batch statistics)."""
+    from egnn.graph import collate
+    from tests.conftest import make_episode, make_method
+
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        method = make_method()
+        batch = collate([make_episode(seed=s) for s in range(4)])
+        for training in (False, True):
+            cpu, gpu = copy.deepcopy(method).train(training), copy.deepcopy(method).cuda().train(training)
+            with torch.no_grad():
+                a, b = cpu(batch.clone(), transductive=True), gpu(batch.clone().to("cuda"), transductive=True)
+                losses = cpu.loss(a), gpu.loss(b)
+            for name, x, y in (("edges", a.extras["edges"], b.extras["edges"]), ("scores", a.logits, b.logits),
+                               ("loss", losses[0], losses[1])):
+                torch.testing.assert_close(y.cpu(), x, rtol=1e-4, atol=1e-5, msg=f"{name}, training={training}")
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 @pytest.mark.parametrize("extra", [
     [], ["--no-transductive"], ["--shot", "2", "--label-ratio", "0.5"], ["--knn", "3"], ["--precision", "bf16"],
     ["--precision", "fp16"], ["--model", "gnn"], ["--model", "protonet"], ["--query-max", "3"],
@@ -34,6 +81,120 @@ def test_train_on_cuda(tmp_path, extra):
     assert "on cuda:0 (" in proc.stdout
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["device"].startswith("cuda:0 (") and results["test"][0]["protocol"]["device"].startswith("cuda")
+    precision = extra[extra.index("--precision") + 1] if "--precision" in extra else "fp32"
+    assert results["config"]["precision"] == precision == results["test"][0]["protocol"]["precision"]
+
+
+def test_a_real_out_of_memory_in_the_forward_or_the_backward_pass_is_the_one_line_error(tmp_path, monkeypatch):
+    """A real ``torch.OutOfMemoryError``, not egnn's memory pre-check: the step's forward and backward peaks are
+    measured, then the caching allocator is capped halfway into the forward's, then halfway between the forward's
+    and the backward's. Both end in the UserError that the CLI prints as one line with exit code 2."""
+    from egnn.config import make_config
+    from egnn.errors import UserError
+    from egnn.trainer import Trainer, to_device
+    from tests.conftest import SPLITS
+
+    trainer = Trainer(make_config(way=5, shot=5, query=15, query_max=0, tasks_per_batch=48, data_on_device="off",
+                                  device="cuda", out=str(tmp_path / "r")), SPLITS)
+    episodes = trainer.sampler.batch(0, 48)
+    batch = to_device(trainer.method.collate_training(episodes, True), trainer.device)
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    loss = trainer.method.loss(trainer.model(batch, transductive=True))
+    forward = torch.cuda.max_memory_allocated() - base
+    loss.backward()
+    backward = torch.cuda.max_memory_allocated() - base
+    del loss, batch
+    trainer.optimizer.zero_grad(set_to_none=True)
+    assert backward > 1.2 * forward, (forward, backward)
+    stages = []
+    real_loss = trainer.method.loss
+    monkeypatch.setattr(trainer.method, "loss", lambda out: stages.append("forward done") or real_loss(out))
+    total = torch.cuda.get_device_properties(0).total_memory
+    for cap, where in ((base + forward // 2, "forward"), (base + (forward + backward) // 2, "backward")):
+        stages.clear()
+        torch.cuda.empty_cache()
+        torch.cuda.set_per_process_memory_fraction(cap / total)
+        try:
+            with pytest.raises(UserError, match="out of memory running an episode batch.*lower --tasks-per-batch"):
+                trainer.update(episodes)
+        finally:
+            torch.cuda.set_per_process_memory_fraction(1.0)
+            torch.cuda.empty_cache()
+        assert (stages == ["forward done"]) == (where == "backward"), (where, stages)
+
+
+def test_torchrun_two_processes_on_one_gpu_end_with_the_weights_of_one(tmp_path):
+    """torchrun with 2 ranks sharing cuda:0 (gloo reduces CUDA tensors; NCCL refuses two ranks on one GPU), half of
+    the meta-batch each, takes one process's step on the whole meta-batch, to the tolerance of the CPU test
+    (tests/test_distributed.py: statistics to rounding, Adam's first sign step equal but for near-zero gradients)."""
+    from tests.test_distributed import assert_one_step_agrees
+
+    env = {**os.environ, "EGNN_DIST_BACKEND": "gloo", "CUDA_VISIBLE_DEVICES": "0"}
+    args = ["train", *TINY, "--query-max", "0", "--iterations", "1", "--val-every", "1", "--tasks-per-batch", "8"]
+    run_ok(*args, "--out", tmp_path / "one")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29613",
+           "-m", "egnn.cli", *args, "--out", str(tmp_path / "ddp")]
+    # LOCAL_RANK 0 and 1 map onto the visible GPUs modulo their count: both ranks on cuda:0
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one, two = (torch.load(tmp_path / r / "last.pt", weights_only=False, map_location="cpu")["model"]
+                for r in ("one", "ddp"))
+    assert_one_step_agrees(one, two, lr=1e-3)
+
+
+def test_images_on_the_gpu_give_the_same_episodes_and_batches():
+    """--data-on-device: the split's images live on the GPU, episodes are drawn on the CPU as indices and
+    gathered there; the episodes, the augmented pixels and the collated batch equal the CPU ones."""
+    from egnn.config import make_config
+    from egnn.episodes import EpisodeSampler
+    from egnn.graph import collate
+    from egnn.trainer import Trainer, data_on_device
+    from tests.conftest import SPLITS
+
+    gpu = SPLITS["train"].on("cuda")
+    for drop in (False, True):
+        a = EpisodeSampler(SPLITS["train"], 3, 5, 2, seed=2, label_ratio=0.6, drop_unlabeled=drop).batch(0, 6)
+        b = EpisodeSampler(gpu, 3, 5, 2, seed=2, label_ratio=0.6, drop_unlabeled=drop).batch(0, 6)
+        assert all(torch.equal(x.images, y.images.cpu()) for x, y in zip(a, b))
+        assert torch.equal(collate(a).x, collate(b).x.cpu())
+    assert data_on_device("auto", SPLITS, torch.device("cuda")) and not data_on_device("on", SPLITS, torch.device("cpu"))
+    trainer = Trainer(make_config(way=3, shot=1, query=2, query_max=0, tasks_per_batch=4, device="cuda",
+                                  out="/tmp/unused"), SPLITS)
+    assert trainer.splits["train"].images.is_cuda and torch.isfinite(trainer.step()[0])
+
+
+def test_augmentation_on_the_gpu_gives_the_cpu_pixels():
+    """Training batches are augmented after their copy to the GPU: the same random offsets and flips (drawn on the
+    CPU), the same gathers, so the same pixels as on the CPU."""
+    from egnn.data.transforms import augment
+
+    images = torch.randint(0, 256, (64, 3, 84, 84), dtype=torch.uint8)
+    cpu = augment(images, "crop-flip", torch.Generator().manual_seed(5))
+    gpu = augment(images.cuda(), "crop-flip", torch.Generator().manual_seed(5))
+    assert torch.equal(cpu, gpu.cpu())
+
+
+def test_killed_cuda_run_resumes_to_the_same_numbers(tmp_path):
+    """--deterministic on the GPU: kill -9, --resume, and the final weights and test accuracy equal an unbroken
+    run's (bitwise is asserted; a tolerance of 1e-6 would be the fallback to state if a kernel is not bitwise)."""
+    from tests.conftest import kill_after_checkpoint
+
+    base = ["train", *TINY, "--iterations", "200", "--val-every", "5", "--deterministic"]
+    run_ok(*base, "--out", tmp_path / "whole")
+    cmd = [sys.executable, "-m", "egnn.cli", *map(str, base), "--out", str(tmp_path / "broken")]
+    last = tmp_path / "broken" / "last.pt"
+    killed_at = kill_after_checkpoint(cmd, last, 0.5)
+    assert 0 < killed_at < 200
+    run_ok(*base, "--out", tmp_path / "broken", "--resume")
+    a = torch.load(tmp_path / "whole" / "last.pt", weights_only=False)["model"]
+    b = torch.load(last, weights_only=False)["model"]
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    tests = [json.loads((tmp_path / r / "results.json").read_text())["test"][0]["accuracy"] for r in ("whole", "broken")]
+    assert tests[0] == tests[1]
 
 
 def test_eval_and_visualize_on_cuda(tmp_path):
@@ -73,92 +234,3 @@ def test_mtl_pipeline_on_cuda(tmp_path, hard):
            "--val-episodes", "2", "--test-episodes", "4", "--device", "cuda", "--quiet", "--out", tmp_path / "mt")
     run_ok("train", *TINY, "--backbone", "resnet12-mtl", "--backbone-checkpoint", tmp_path / "mt" / "best.pt",
            "--out", tmp_path / "egnn")
-
-
-def test_torchrun_two_processes_on_one_gpu(tmp_path):
-    """torchrun with 2 ranks sharing cuda:0 (gloo reduces CUDA tensors; NCCL refuses two ranks on one GPU)."""
-    env = {**os.environ, "EGNN_DIST_BACKEND": "gloo", "CUDA_VISIBLE_DEVICES": "0"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29613",
-           "-m", "egnn.cli", "train", *TINY, "--out", str(tmp_path / "ddp")]
-    # LOCAL_RANK 0 and 1 map onto the visible GPUs modulo their count: both ranks on cuda:0
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert (tmp_path / "ddp" / "results.json").exists()
-
-
-def test_cuda_out_of_memory_is_one_line(tmp_path):
-    proc = egnn("train", *TINY, "--way", "5", "--eval-query", "15", "--eval-batch", "10000000",
-                "--out", tmp_path / "oom")
-    assert proc.returncode == 2 and "free on the GPU" in proc.stderr and "Traceback" not in proc.stderr
-    assert not (tmp_path / "oom").exists()
-
-
-def test_killed_cuda_run_resumes_to_the_same_numbers(tmp_path):
-    """--deterministic on the GPU: kill -9, --resume, and the final weights and test accuracy equal an unbroken
-    run's (bitwise is asserted; a tolerance of 1e-6 would be the fallback to state if a kernel is not bitwise)."""
-    from tests.conftest import kill_after_checkpoint
-
-    base = ["train", *TINY, "--iterations", "200", "--val-every", "5", "--deterministic"]
-    run_ok(*base, "--out", tmp_path / "whole")
-    cmd = [sys.executable, "-m", "egnn.cli", *map(str, base), "--out", str(tmp_path / "broken")]
-    last = tmp_path / "broken" / "last.pt"
-    killed_at = kill_after_checkpoint(cmd, last, 0.5)
-    assert 0 < killed_at < 200
-    run_ok(*base, "--out", tmp_path / "broken", "--resume")
-    a = torch.load(tmp_path / "whole" / "last.pt", weights_only=False)["model"]
-    b = torch.load(last, weights_only=False)["model"]
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
-    tests = [json.loads((tmp_path / r / "results.json").read_text())["test"][0]["accuracy"] for r in ("whole", "broken")]
-    assert tests[0] == tests[1]
-
-
-@pytest.mark.parametrize("transductive", [True, False], ids=["transductive", "non-transductive"])
-def test_a_training_step_never_waits_for_the_gpu(tmp_path, transductive):
-    """Issue 17: no host synchronisation inside a training step (torch raises on any under sync debug mode "error");
-    the values are read once per validation period."""
-    from egnn.config import make_config
-    from egnn.trainer import Trainer
-    from tests.conftest import SPLITS
-
-    trainer = Trainer(make_config(way=3, shot=1, query=2, query_max=0, tasks_per_batch=4, transductive=transductive,
-                                  augment="crop-flip", device="cuda", out=str(tmp_path / "r")), SPLITS)
-    trainer.step()  # warm-up: lazy CUDA initialisation may synchronise
-    torch.cuda.set_sync_debug_mode("error")
-    try:
-        losses = [trainer.step()[0] for _ in range(3)]
-    finally:
-        torch.cuda.set_sync_debug_mode("default")
-    assert all(torch.isfinite(loss) for loss in losses)
-
-
-def test_augmentation_on_the_gpu_gives_the_cpu_pixels():
-    """Training batches are augmented after their copy to the GPU: the same random offsets and flips (drawn on the
-    CPU), the same gathers, so the same pixels as on the CPU."""
-    from egnn.data.transforms import augment
-
-    images = torch.randint(0, 256, (64, 3, 84, 84), dtype=torch.uint8)
-    cpu = augment(images, "crop-flip", torch.Generator().manual_seed(5))
-    gpu = augment(images.cuda(), "crop-flip", torch.Generator().manual_seed(5))
-    assert torch.equal(cpu, gpu.cpu())
-
-
-def test_images_on_the_gpu_give_the_same_episodes_and_batches():
-    """--data-on-device: the split's images live on the GPU, episodes are drawn on the CPU as indices and
-    gathered there; the episodes, the augmented pixels and the collated batch equal the CPU ones."""
-    from egnn.config import make_config
-    from egnn.episodes import EpisodeSampler
-    from egnn.graph import collate
-    from egnn.trainer import Trainer, data_on_device
-    from tests.conftest import SPLITS
-
-    gpu = SPLITS["train"].on("cuda")
-    for drop in (False, True):
-        a = EpisodeSampler(SPLITS["train"], 3, 5, 2, seed=2, label_ratio=0.6, drop_unlabeled=drop).batch(0, 6)
-        b = EpisodeSampler(gpu, 3, 5, 2, seed=2, label_ratio=0.6, drop_unlabeled=drop).batch(0, 6)
-        assert all(torch.equal(x.images, y.images.cpu()) for x, y in zip(a, b))
-        assert torch.equal(collate(a).x, collate(b).x.cpu())
-    assert data_on_device("auto", SPLITS, torch.device("cuda")) and not data_on_device("on", SPLITS, torch.device("cpu"))
-    trainer = Trainer(make_config(way=3, shot=1, query=2, query_max=0, tasks_per_batch=4, device="cuda",
-                                  out="/tmp/unused"), SPLITS)
-    assert trainer.splits["train"].images.is_cuda and torch.isfinite(trainer.step()[0])

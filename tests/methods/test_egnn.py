@@ -150,7 +150,7 @@ def test_loss_mask_keeps_query_self_loops_when_transductive_as_the_reference():
 
 
 def test_checkpoints_from_before_the_fidelity_options_keep_their_layers():
-    from egnn.trainer import saved_config
+    from egnn.models import saved_config
 
     old = saved_config({"dropout": 0.0, "way": 5})
     assert (old["encoder_norm"], old["conv4_padding"], old["graph_slope"], old["encoder_dropout"]) == \

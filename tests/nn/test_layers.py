@@ -62,7 +62,6 @@ def test_edge_update_follows_its_equations_computed_by_hand(symmetric):
 
 def test_node_update_ignores_self_loops_and_uses_row_normalised_channels():
     layer = NodeUpdate(1, 1)
-    seen = {}
     layer.transform = torch.nn.Identity()  # look at what the transform receives
     v = torch.tensor([[[1.0], [2.0], [4.0]]])
     e = torch.tensor([[[[1, 0], [3, 1], [1, 3]],

@@ -1,0 +1,215 @@
+"""Mutation check: deliberate bugs, one at a time, each run against the tests that guard what it breaks.
+
+Every behaviour README promises has at least one mutant here: a small, plausible bug (an edit of one line of
+egnn). A mutant is *killed* when its tests fail; a surviving mutant means a promise no test holds. The list is
+ours rather than a mutation-testing library's random mutants: a library's hundreds of mutants, each against a
+suite of minutes, would take days on two cores; these are chosen to stand for what can go wrong.
+
+    python scripts/mutation_check.py              # all mutants; prints the table, exits 1 if any survives
+    python scripts/mutation_check.py --only loss  # the mutants whose name contains "loss"
+
+Each mutant runs in a scratch copy of the checkout (this one is never edited), with ``-x``: the first failing
+test kills it. The unmutated copy first passes every selected test, so a kill is the mutant's doing.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    file: str
+    find: str
+    replace: str
+    tests: tuple[str, ...]
+
+
+MUTANTS = [
+    # fidelity to the original code (golden numbers)
+    Mutant("fidelity: the edge update forgets each row's mass", "egnn/nn/edge_update.py",
+           "e = row_normalize(torch.cat([sim, 1 - sim], -1) * prior) * mass",
+           "e = row_normalize(torch.cat([sim, 1 - sim], -1) * prior)",
+           ("tests/test_reference.py::test_training_step_equals_the_original",)),
+    Mutant("fidelity: the node update aggregates unnormalised edges", "egnn/nn/node_update.py",
+           "weights = row_normalize(e * off_diagonal(node_mask)[..., None])",
+           "weights = e * off_diagonal(node_mask)[..., None]",
+           ("tests/test_reference.py::test_training_step_equals_the_original",)),
+    Mutant("fidelity: per-slot BatchNorm takes whole-batch statistics", "egnn/nn/slot_norm.py",
+           "m.slots = max(int(slots), 1)", "m.slots = 1",
+           ("tests/test_reference.py::test_training_step_equals_the_original", "tests/nn")),
+    Mutant("fidelity: per-slot variance without centring", "egnn/nn/slot_norm.py",
+           "var = torch.linalg.vector_norm(centred, dim=3, keepdim=True).square_().sum(0, keepdim=True) / n",
+           "var = torch.linalg.vector_norm(x4, dim=3, keepdim=True).square_().sum(0, keepdim=True) / n",
+           ("tests/nn",)),
+    # the loss
+    Mutant("loss: positives and negatives averaged together", "egnn/losses.py",
+           "per_layer = ((bce * pos).flatten(1).sum(1) / pos.sum().clamp_min(1)",
+           "per_layer = ((bce * pos).flatten(1).sum(1) / (pos.sum() + neg.sum()).clamp_min(1)",
+           ("tests/test_losses.py",)),
+    Mutant("loss: hidden layers weighted like the last", "egnn/losses.py",
+           "def layer_weights(num_layers: int, hidden: float = 0.5, last: float = 1.0)",
+           "def layer_weights(num_layers: int, hidden: float = 1.0, last: float = 1.0)",
+           ("tests/test_losses.py",)),
+    # edge initialisation
+    Mutant("edge init: query edges start at 0.6", "egnn/graph.py",
+           "sim = known * same + (1 - known) * 0.5", "sim = known * same + (1 - known) * 0.6",
+           ("tests/test_graph.py",)),
+    Mutant("edge init (sparse): unknown edges start at 0.4", "egnn/graph.py",
+           "torch.full_like(src, 0.5, dtype=torch.float)", "torch.full_like(src, 0.4, dtype=torch.float)",
+           ("tests/test_graph.py", "tests/methods")),
+    # semi-supervised label hiding
+    Mutant("label hiding: unlabeled supports' edges carry loss", "egnn/methods/egnn.py",
+           "mask = pairs & touches_query & ~hidden", "mask = pairs & touches_query",
+           ("tests/methods",)),
+    Mutant("label hiding: unlabeled supports vote", "egnn/methods/egnn.py",
+           "onehot = onehot * dense.labeled_mask[..., None]  # only labeled supports vote",
+           "onehot = onehot * dense.support_mask[..., None]",
+           ("tests/methods",)),
+    Mutant("label hiding: edges between unlabeled supports start from their labels", "egnn/graph.py",
+           "known = (labeled[..., :, None] & labeled[..., None, :]).float()",
+           "known = torch.ones_like(labeled[..., :, None] & labeled[..., None, :]).float()",
+           ("tests/test_graph.py",)),
+    # episodes: seeding and label permutation
+    Mutant("episodes: the index does not reach the generator", "egnn/episodes.py",
+           "return torch.Generator().manual_seed(self.seed * 1_000_003 + index)",
+           "return torch.Generator().manual_seed(self.seed * 1_000_003)",
+           ("tests/test_episodes.py",)),
+    Mutant("episodes: the seed does not reach the generator", "egnn/episodes.py",
+           "return torch.Generator().manual_seed(self.seed * 1_000_003 + index)",
+           "return torch.Generator().manual_seed(index)",
+           ("tests/test_episodes.py",)),
+    Mutant("episodes: labels follow the class index", "egnn/episodes.py",
+           "classes = torch.randperm(self.split.num_classes, generator=gen)[:self.way]",
+           "classes = torch.randperm(self.split.num_classes, generator=gen)[:self.way].sort().values",
+           ("tests/test_episodes.py",)),
+    Mutant("training: random queries per batch never reach query-max", "egnn/trainer.py",
+           "return int(torch.randint(low, high + 1, (1,), generator=gen))",
+           "return int(torch.randint(low, high, (1,), generator=gen))",
+           ("tests/test_trainer.py::test_random_queries_per_batch_are_seeded_and_in_range",)),
+    # resume
+    Mutant("resume: the torch RNG is not restored", "egnn/checkpoint.py",
+           '    torch.set_rng_state(state["torch"])\n', "",
+           ("tests/test_trainer.py::test_interrupted_run_resumes_to_the_same_model",
+            "tests/test_trainer.py::test_resume_is_bitwise_with_augmentation_random_queries_and_normalisation")),
+    Mutant("resume: the optimiser state is not restored", "egnn/trainer.py",
+           '        self.optimizer.load_state_dict(blob["optimizer"])', "        pass",
+           ("tests/test_trainer.py::test_interrupted_run_resumes_to_the_same_model",)),
+    # time budget and schedules
+    Mutant("time budget: the closing validation is not reserved", "egnn/trainer.py",
+           "self.train_seconds + self.step_seconds + self.val_seconds > 60 * cfg.max_minutes",
+           "self.train_seconds + self.step_seconds > 60 * cfg.max_minutes",
+           ("tests/test_schedules.py",)),
+    Mutant("schedule: cosine over half the run", "egnn/schedules.py",
+           "math.cos(math.pi * min(max(progress, 0.0), 1.0))", "math.cos(math.pi * min(max(2 * progress, 0.0), 1.0))",
+           ("tests/test_schedules.py",)),
+    Mutant("schedule: the learning rate is never set", "egnn/trainer.py",
+           '            group["lr"] = base * factor', "            pass",
+           ("tests/test_schedules.py",)),
+    Mutant("snapshots: a point is taken one step late", "egnn/trainer.py",
+           "reached = minute <= spent or", "reached = minute < spent or",
+           ("tests/test_schedules.py",)),
+    # statistics
+    Mutant("confidence interval: divided by n, not its root", "egnn/losses.py",
+           "1.96 * float(v.std(unbiased=True)) / math.sqrt(v.numel())",
+           "1.96 * float(v.std(unbiased=True)) / v.numel()",
+           ("tests/test_losses.py",)),
+    Mutant("pairing: per-episode results sorted before pairing", "egnn/sweep.py",
+           'torch.tensor(a["per_episode_accuracy"]) - torch.tensor(b["per_episode_accuracy"])',
+           'torch.tensor(sorted(a["per_episode_accuracy"])) - torch.tensor(sorted(b["per_episode_accuracy"]))',
+           ("tests/test_sweep.py",)),
+    # predict
+    Mutant("predict: the CSV names the runner-up as the prediction", "egnn/predict.py",
+           '"predicted": self.classes[int(i[0])]', '"predicted": self.classes[int(i[1])]',
+           ("tests/test_predict.py",)),
+    Mutant("predict: uneven shots counted, not averaged", "egnn/methods/egnn.py",
+           "mean = logits.float() / shots.to(logits.device).clamp_min(1)", "mean = logits.float()",
+           ("tests/test_predict.py",)),
+    # kNN graphs
+    Mutant("kNN: no edges from the nearest labeled supports", "egnn/graph.py",
+           "for count, extra in ((k, None), (k_anchor, anchors)):", "for count, extra in ((k, None),):",
+           ("tests/test_graph.py", "tests/methods", "tests/test_trainer.py::test_sparse_evaluation_with_every_neighbour_matches_dense")),
+    # errors
+    Mutant("errors: a user error exits with 1", "egnn/cli.py",
+           '            typer.echo(f"error: {exc}", err=True)\n            raise typer.Exit(2) from None',
+           '            typer.echo(f"error: {exc}", err=True)\n            raise typer.Exit(1) from None',
+           ("tests/test_cli.py::test_bad_flags",)),
+    Mutant("errors: the memory check is skipped", "egnn/memory.py",
+           "    if budget is not None and need > budget:", "    if budget is not None and need > 2 * budget:",
+           ("tests/test_cli.py::test_episode_batch_too_large_for_memory_names_the_fix",)),
+]
+
+
+def copy_checkout(dest: Path) -> None:
+    """The checkout's tracked and untracked (not ignored) files, as they are now."""
+    files = subprocess.run(["git", "-C", str(REPO), "ls-files", "-co", "--exclude-standard"], capture_output=True,
+                           text=True, check=True).stdout.splitlines()
+    for name in files:
+        src = REPO / name
+        if src.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / name)
+
+
+def pytest(tree: Path, tests: tuple[str, ...], timeout: float) -> tuple[int, float, str]:
+    env = {**os.environ, "PYTHONPATH": str(tree), "EGNN_MALLOC": os.environ.get("EGNN_MALLOC", "")}
+    start = time.perf_counter()
+    try:
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-n", "0", "-p", "no:cacheprovider",
+                               *tests], cwd=tree, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return -1, time.perf_counter() - start, "timeout"
+    last = (proc.stdout.strip().splitlines() or [""])[-1]
+    return proc.returncode, time.perf_counter() - start, last
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--only", default="", help="run the mutants whose name contains this")
+    p.add_argument("--timeout", type=float, default=900, help="seconds per mutant")
+    args = p.parse_args()
+    chosen = [m for m in MUTANTS if args.only in m.name]
+    with tempfile.TemporaryDirectory() as scratch:
+        tree = Path(scratch)
+        copy_checkout(tree)
+        for m in chosen:  # every mutant's text must be there exactly once, or the list has gone stale
+            count = (tree / m.file).read_text().count(m.find)
+            if count != 1:
+                sys.exit(f"mutant '{m.name}': its text occurs {count} times in {m.file}; update the list")
+        selected = tuple(dict.fromkeys(t for m in chosen for t in m.tests))
+        code, seconds, last = pytest(tree, selected, args.timeout * 4)
+        if code != 0:
+            sys.exit(f"the unmutated checkout fails its selected tests ({last}); fix that first")
+        print(f"unmutated: {len(selected)} test selections pass ({seconds:.0f} s)\n", flush=True)
+        rows = []
+        for m in chosen:
+            path = tree / m.file
+            original = path.read_text()
+            path.write_text(original.replace(m.find, m.replace))
+            try:
+                code, seconds, last = pytest(tree, m.tests, args.timeout)
+            finally:
+                path.write_text(original)
+            verdict = "killed" if code not in (0, 5) else "SURVIVED"  # 5: no test collected
+            rows.append((m, verdict, seconds, last))
+            print(f"{verdict:8s} {seconds:6.0f} s  {m.name}  ({last})", flush=True)
+    print("\n| mutant | file | tests | result |\n|---|---|---|---|")
+    for m, verdict, seconds, _ in rows:
+        print(f"| {m.name} | `{m.file}` | {', '.join(f'`{t}`' for t in m.tests)} | {verdict} ({seconds:.0f} s) |")
+    survived = [m.name for m, verdict, *_ in rows if verdict != "killed"]
+    print(f"\n{len(rows) - len(survived)} of {len(rows)} mutants killed" + (f"; survived: {survived}" if survived else ""))
+    sys.exit(1 if survived else 0)
+
+
+if __name__ == "__main__":
+    main()
