@@ -1,8 +1,14 @@
 """Semi-supervised episodes and the label-ratio sweep."""
 import json
+from pathlib import Path
 
+import pytest
 import torch
 import yaml
+
+from egnn.data import load_dataset
+from egnn.evaluation import evaluate
+from egnn.models import load_trained
 
 from egnn.episodes import EpisodeSampler, without_unlabeled
 from tests.conftest import make_episode
@@ -50,8 +56,13 @@ def test_label_ratio_sweep_at_test_size(tmp_path):
         semi, only = rows["egnn-semi", mode, 0.2], rows["egnn-labeled-only", mode, 0.2]
         assert semi["run"] != only["run"]  # below 100% the two variants are separate models...
         assert rows["egnn-semi", mode, 1.0]["run"] == rows["egnn-labeled-only", mode, 1.0]["run"]  # ...at 100%, one
-        # and the semi-supervised episodes hold 2 unlabeled supports per class that the labeled-only ones drop
-        assert (semi["protocol"]["unlabeled"], only["protocol"]["unlabeled"]) == ("keep", "drop")
+        # the semi-supervised episodes hold 4 unlabeled supports per class that the labeled-only ones drop: each
+        # reported accuracy is its model's, re-evaluated on exactly those episodes
+        for row, drop in ((semi, False), (only, True)):
+            method, _ = load_trained(Path(row["run"]) / "best.pt")
+            again = evaluate(method, load_dataset("glyphs")["test"], way=3, shot=5, query=1, episodes=10, label_ratio=0.2,
+                             transductive=mode == "transductive", drop_unlabeled=drop, batch_size=10)
+            assert row["accuracy"] == pytest.approx(again.accuracy, abs=1e-9), (mode, drop)
     table = (tmp_path / "label_ratio_glyphs.md").read_text()
     assert "| egnn-semi | transductive |" in table and "20% labeled" in table
     assert (tmp_path / "label_ratio_glyphs.png").stat().st_size > 0
@@ -92,7 +103,12 @@ def test_sweep_parts_train_in_parallel_then_one_call_reports_from_cache(tmp_path
     assert rows["semi", "non-transductive", 0.4]["protocol"]["episodes"] == 4
     assert ("labeled-only", "non-transductive", 0.4) not in rows and len(rows) == 6
     assert rows["semi", "transductive", 1.0]["run"] == rows["labeled-only", "transductive", 1.0]["run"]
-    assert rows["semi", "transductive", 1.0]["accuracy"] == rows["labeled-only", "transductive", 1.0]["accuracy"]
+    # the shared ratio-1 run: both rows report what its checkpoint scores on those 6 episodes, re-evaluated here
+    method, _ = load_trained(Path(rows["semi", "transductive", 1.0]["run"]) / "best.pt")
+    again = evaluate(method, load_dataset("glyphs")["test"], way=3, shot=5, query=1, episodes=6, transductive=True,
+                     batch_size=10)
+    for model in ("semi", "labeled-only"):
+        assert rows[model, "transductive", 1.0]["accuracy"] == pytest.approx(again.accuracy, abs=1e-9)
     bad = cli(*sweep, "--only", "nope")
     assert bad.returncode == 2 and "unknown sweep models nope" in bad.stderr + bad.stdout
 

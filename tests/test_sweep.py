@@ -125,3 +125,20 @@ def test_config_files_include_a_base_file_and_override_it(tmp_path):
     (tmp_path / "missing.yaml").write_text("include: nowhere.yaml\n")
     with pytest.raises(ConfigError, match="nowhere.yaml not found"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_paired_differences_pair_episode_by_episode():
+    """Reference [1, 0, 1, 0] against run [0, 1, 0, 1] on the same episodes: differences [1, -1, 1, -1], mean 0,
+    CI 1.96 * sqrt(4/3) / 2 (any other pairing, e.g. sorted lists, gives other numbers); runs tested on other
+    episodes are not paired at all."""
+    import math
+
+    from egnn.sweep import EPISODE_KEYS, paired_differences
+
+    same = {k: 1 for k in EPISODE_KEYS}
+    ref = {"test": {"1": {"per_episode_accuracy": [1.0, 0.0, 1.0, 0.0], "protocol": same}}}
+    run = {"test": {"1": {"per_episode_accuracy": [0.0, 1.0, 0.0, 1.0], "protocol": same}}}
+    d = paired_differences(ref, run)["1"]
+    assert d["mean"] == 0 and d["ci95"] == pytest.approx(1.96 * math.sqrt(4 / 3) / 2)
+    elsewhere = {"test": {"1": {"per_episode_accuracy": [0.0, 1.0, 0.0, 1.0], "protocol": {**same, "seed": 2}}}}
+    assert paired_differences(ref, elsewhere) == {}

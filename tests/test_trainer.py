@@ -187,6 +187,7 @@ def test_bf16_autocast_trains_and_evaluates_close_to_fp32(tmp_path):
     batch = fp32.sampler.batch(0, 4)
     losses = [t.update(batch)[0] for t in (fp32, bf16)]  # same initialisation (seed), same episodes
     assert all(math.isfinite(x) for x in losses) and abs(losses[0] - losses[1]) < 0.05 * losses[0]
+    assert losses[0] != losses[1]  # the bf16 run did round in 16 bits: autocast was on
     for t in (fp32, bf16):
         assert all(p.dtype == torch.float32 for p in t.method.parameters())  # master weights stay float32
     bf16.fit(progress=False)
