@@ -31,12 +31,17 @@ def keep_freed_host_memory() -> bool:
     allocation over 32 MB (a Conv-4 activation of an episode batch) is a fresh ``mmap`` whose pages the kernel
     zeroes on first touch; on the CPU that page-faulting costs more than some of the layers themselves (an
     elementwise op on 240 MB: 67 ms by default, 22 ms with reuse). The price: the process keeps its peak heap
-    until it exits. Set ``EGNN_MALLOC=system`` to keep glibc's defaults. Returns whether the setting took."""
+    until it exits, about a third more resident memory (the quick start: 6.5 GB against 4.9 GB, 1.24x faster),
+    so it is on by default only on machines with at least 16 GB of memory. ``EGNN_MALLOC=tuned`` turns it on
+    anywhere, ``EGNN_MALLOC=system`` off. Returns whether the setting took."""
     import ctypes
     import ctypes.util
     import sys
 
-    if not sys.platform.startswith("linux") or os.environ.get("EGNN_MALLOC", "") == "system":
+    choice = os.environ.get("EGNN_MALLOC", "")
+    if not sys.platform.startswith("linux") or choice == "system":
+        return False
+    if choice != "tuned" and (_total_memory() or 0) < 16 * 2**30:
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
@@ -45,6 +50,18 @@ def keep_freed_host_memory() -> bool:
         return False
     m_trim_threshold, m_mmap_threshold = -1, -3
     return bool(mallopt(m_mmap_threshold, 1 << 30)) and bool(mallopt(m_trim_threshold, 2 ** 31 - 1))
+
+
+def _total_memory() -> int | None:
+    """Bytes of memory the machine has (Linux's MemTotal), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
 def cpu_name() -> str:
