@@ -90,3 +90,22 @@ def test_equal_sized_batches_take_the_sync_free_dense_view_and_compute_the_same(
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
             for x, y in zip(ga, gb):
                 torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-6)
+
+
+def test_knn_edges_on_a_line_by_hand():
+    """Nodes at 0, 1, 2, 10, 11 on a line (one episode) and node 5 at 100 (another); anchors: nodes 0 and 3. With
+    k = 1 and k_anchor = 1 each node receives a self-loop, its nearest node of its episode and its nearest anchor
+    of its episode; node 5 is alone in its episode."""
+    from egnn.graph import knn_edges
+
+    x = torch.tensor([[0.0], [1.0], [2.0], [10.0], [11.0], [100.0]])
+    batch = torch.tensor([0, 0, 0, 0, 0, 1])
+    anchors = torch.tensor([True, False, False, True, False, False])
+    src, dst = knn_edges(x, batch, 1, anchors, 1)
+    got = sorted(zip(src.tolist(), dst.tolist()))
+    loops = [(i, i) for i in range(6)]
+    nearest = [(1, 0), (0, 1), (1, 2), (4, 3), (3, 4)]  # (j -> i): node 1's nearest is 0 (tie with 2: the first)
+    nearest_anchor = [(3, 0), (0, 1), (0, 2), (0, 3), (3, 4)]  # node 0's nearest other anchor is 3
+    assert got == sorted(set(loops + nearest + nearest_anchor))
+    src, dst = knn_edges(x, batch, 1)  # without anchors: only the nearest nodes
+    assert sorted(zip(src.tolist(), dst.tolist())) == sorted(set(loops + nearest))
