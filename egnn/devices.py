@@ -41,7 +41,7 @@ def keep_freed_host_memory() -> bool:
     choice = os.environ.get("EGNN_MALLOC", "")
     if not sys.platform.startswith("linux") or choice == "system":
         return False
-    if choice != "tuned" and (_total_memory() or 0) < 16 * 2**30:
+    if choice != "tuned" and (meminfo("MemTotal") or 0) < 16 * 2**30:
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
@@ -52,12 +52,12 @@ def keep_freed_host_memory() -> bool:
     return bool(mallopt(m_mmap_threshold, 1 << 30)) and bool(mallopt(m_trim_threshold, 2 ** 31 - 1))
 
 
-def _total_memory() -> int | None:
-    """Bytes of memory the machine has (Linux's MemTotal), or None where unknown."""
+def meminfo(field: str) -> int | None:
+    """Bytes of a field of Linux's /proc/meminfo (``MemTotal``, ``MemAvailable``), or None where unknown."""
     try:
         with open("/proc/meminfo") as f:
             for line in f:
-                if line.startswith("MemTotal:"):
+                if line.startswith(f"{field}:"):
                     return int(line.split()[1]) * 1024
     except OSError:
         pass

@@ -28,14 +28,9 @@ def available_bytes(device=None) -> int | None:
         free, _ = torch.cuda.mem_get_info(torch.device(device))
         cached = torch.cuda.memory_reserved(torch.device(device)) - torch.cuda.memory_allocated(torch.device(device))
         return int(free + cached)
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
+    from egnn.devices import meminfo
+
+    return meminfo("MemAvailable")
 
 
 def dense_graph_bytes(graphs: int, nodes: int, layers: int, edge_features: int, training: bool) -> int:
