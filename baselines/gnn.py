@@ -8,11 +8,9 @@ from torch_geometric.data import Batch
 
 from baselines.gconv import GraphConv, LearnedAdjacency
 from egnn.errors import ConfigError
-from egnn.methods import register_method
 from egnn.methods.base import FewShotMethod, MethodOutput
 
 
-@register_method("gnn")
 class NodeLabelingGNN(FewShotMethod):
     """Few-shot learning with graph neural networks (Garcia & Bruna, ICLR 2018).
 

@@ -5,11 +5,9 @@ import torch
 import torch.nn.functional as F
 from torch_geometric.data import Batch
 
-from egnn.methods import register_method
 from egnn.methods.base import FewShotMethod, MethodOutput, prototype_logits
 
 
-@register_method("protonet")
 class PrototypicalNetworks(FewShotMethod):
     """Each class is the mean embedding of its labeled supports; a query scores each class by its negative
     squared Euclidean distance to the prototype. Queries never interact, so both modes give the same result.

@@ -15,6 +15,7 @@ checkpoint's dataset reads its own files (size, channels, ink polarity); the nor
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -27,6 +28,21 @@ from egnn.devices import resolve_device
 from egnn.errors import DataError, UserError
 from egnn.graph import support_query_graph
 from egnn.memory import check_bytes
+
+
+@dataclass
+class Scores:
+    """One pass of a :class:`FewShotClassifier` over query images.
+
+    Attributes:
+        probabilities: ``(Q, way)`` class probabilities, columns in ``classes_`` order.
+        known: ``(Q,)`` how well each query fits its best class; low for classes absent from the supports.
+        affinity: ``(Q, Q)`` how alike the model finds two queries (transductive EGNN), else None.
+    """
+
+    probabilities: torch.Tensor
+    known: torch.Tensor
+    affinity: torch.Tensor | None = None
 
 
 class FewShotClassifier:
@@ -120,6 +136,12 @@ class FewShotClassifier:
 
     def predict_proba(self, images, progress=None) -> torch.Tensor:
         """``(Q, way)`` class probabilities of the query images (for EGNN: its vote normalised per class)."""
+        return self.score(images, progress).probabilities
+
+    def score(self, images, progress=None) -> "Scores":
+        """Everything one pass over the query images gives: class probabilities, how well each query fits its best
+        class (:meth:`~egnn.methods.FewShotMethod.known_score`), and the queries' pairwise affinity (transductive
+        methods that compare queries, else None)."""
         if self._support is None:
             raise UserError("the classifier has no support images yet: call fit(images, labels) first")
         queries = self.images(images, progress)
@@ -129,10 +151,12 @@ class FewShotClassifier:
         x = torch.cat([self._support, queries])
         y = torch.cat([torch.arange(way).repeat_interleave(self._shots), torch.full((q,), -1)])  # queries unknown
         labeled = torch.arange(s + q) < s
+        affinity = None
         with torch.inference_mode():
             if self.transductive:
                 graph = support_query_graph(x, y, s, labeled, way, full_edges=not method.builds_own_edges(True))
-                logits = method(Batch.from_data_list([graph]).to(self.device), transductive=True).logits[0]
+                out = method(Batch.from_data_list([graph]).to(self.device), transductive=True)
+                logits, affinity = out.logits[0], method.query_affinity(out)
             else:
                 parts = []
                 for first in range(0, q, self.query_batch):
@@ -140,7 +164,9 @@ class FewShotClassifier:
                     graph = support_query_graph(x[rows], y[rows], s, labeled[rows], way)
                     parts.append(method(Batch.from_data_list([graph]).to(self.device), transductive=False).logits[0])
                 logits = torch.cat(parts)
-        return method.class_probabilities(logits, self._shots).cpu()
+            return Scores(method.class_probabilities(logits, self._shots).cpu(),
+                          method.known_score(logits, self._shots).float().cpu(),
+                          None if affinity is None else affinity.cpu())
 
     def check_memory(self, supports: int, queries: int) -> None:
         """A one-line :class:`~egnn.errors.UserError` naming the fix if scoring ``queries`` images against

@@ -36,16 +36,18 @@ def user_errors(fn):
     return run
 
 
-def _queries(text: Optional[str]) -> Optional[list[int]]:
-    if text is None:
-        return None
+def parse_int_list(text: str, flag: str) -> list[int]:
     try:
-        values = [int(v) for v in text.split(",")]
+        values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise UserError(f"--test-queries expects comma-separated integers such as 1,15, got '{text}'") from None
-    if any(v < 1 for v in values):
-        raise UserError(f"--test-queries values must be at least 1, got '{text}'")
+        raise UserError(f"{flag} takes whole numbers separated by commas, got '{text}'") from None
+    if not values or min(values) < 1:
+        raise UserError(f"{flag} takes whole numbers of at least 1, got '{text}'")
     return values
+
+
+def _queries(text: Optional[str]) -> Optional[list[int]]:
+    return None if text is None else parse_int_list(text, "--test-queries")
 
 
 #: one declaration per config key that commands take as a flag (``--tasks-per-batch`` <-> ``tasks_per_batch``);
@@ -467,6 +469,13 @@ def predict(
                                           "queries per class, least confident flagged."),
     flag: float = typer.Option(0.1, help="Fraction of queries flagged in the report (least confident)."),
     device: str = typer.Option("auto", help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N."),
+    unknown: bool = typer.Option(False, "--unknown", help="Answer 'unknown' for images of none of the classes "
+                                 "(threshold calibrated on the checkpoint's validation classes, saved beside it)."),
+    unknown_rate: float = typer.Option(0.05, help="False-unknown rate the threshold is calibrated to."),
+    unknown_threshold: Optional[float] = typer.Option(None, help="Use this known-score threshold instead."),
+    suggest: int = typer.Option(0, help="Also name this many images to label next (CSV column 'suggested')."),
+    data_root: Optional[str] = typer.Option(None, help="Where the checkpoint's dataset is, to calibrate "
+                                            "--unknown; default $EGNN_DATA."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Label a folder of images from a few labeled examples per class; one CSV row per image."""
@@ -474,14 +483,67 @@ def predict(
 
     if not 0 <= flag <= 1:
         raise UserError(f"--flag is a fraction of the queries in [0, 1], got {flag}")
+    if not 0 < unknown_rate < 1:
+        raise UserError(f"--unknown-rate is a fraction of the known images in (0, 1), got {unknown_rate}")
     result = run(checkpoint, support, query, transductive=transductive, knn=knn, query_batch=query_batch,
-                 device=device, progress=not quiet and sys.stderr.isatty())
+                 device=device, progress=not quiet and sys.stderr.isatty(), unknown=unknown or unknown_threshold
+                 is not None, rate=unknown_rate, threshold=unknown_threshold, suggest=suggest, data_root=data_root)
     result.write_csv(out)
     typer.echo(f"{result}; wrote {out}")
     if report is not None:
         drawn = contact_sheet(result, report / "contact_sheet.png", flag_fraction=flag)
         typer.echo(f"wrote {report / 'contact_sheet.png'} ({len(drawn['flagged'])} flagged, confidence <= "
                    f"{drawn['flag_threshold']:.3f})")
+
+
+@app.command()
+@user_errors
+def calibrate(
+    checkpoint: Path = typer.Option(..., help="best.pt of a run."),
+    way: str = typer.Option("5", help="Classes the labeled examples will have; a list calibrates each: 5,10,20."),
+    shot: str = typer.Option("1", help="Labeled examples per class; a list calibrates each: 1,5."),
+    rate: float = typer.Option(0.05, help="False-unknown rate: the share of images of known classes called unknown."),
+    episodes: int = typer.Option(200, help="Open-set validation episodes per shape."),
+    transductive: Optional[bool] = typer.Option(None, "--transductive/--no-transductive",
+                                                help="The mode predict will use; default: the checkpoint's."),
+    data_root: Optional[str] = typer.Option(None, help="Dataset root; default $EGNN_DATA."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+) -> None:
+    """Calibrate the unknown threshold of egnn predict --unknown on the checkpoint's validation classes."""
+    from egnn.classifier import FewShotClassifier
+    from egnn.data import load_dataset
+    from egnn.unknowns import calibrate as run, calibration_file, save_calibration
+
+    ways, shots = parse_int_list(way, "--way"), parse_int_list(shot, "--shot")
+    if not 0 < rate < 1:
+        raise UserError(f"--rate is a fraction of the known images in (0, 1), got {rate}")
+    clf = FewShotClassifier.load(checkpoint, device, transductive)
+    val = load_dataset(clf.cfg.dataset, data_root, clf.size)["val"]
+    for w in ways:
+        for k in shots:
+            found = run(clf, val, w, k, rate, episodes=episodes)
+            save_calibration(checkpoint, found)
+            typer.echo(f"{found.key()}: threshold {found.threshold:.4f} ({found.known_queries} known queries of "
+                       f"{found.split})")
+    typer.echo(f"wrote {calibration_file(checkpoint)}")
+
+
+@app.command("app")
+@user_errors
+def app_command(
+    checkpoint: str = typer.Option("", help="best.pt of a run (can also be chosen on the page)."),
+    support: str = typer.Option("", help="Example images: one subfolder per class."),
+    images: str = typer.Option("", help="The folder of images to label."),
+    out: Path = typer.Option(Path("egnn_labels"), help="Where labels.csv (and the page's cache) is written."),
+    port: int = typer.Option(7860, help="Local port of the page."),
+    suggest: int = typer.Option(5, help="Images suggested for labeling next after each pass."),
+    device: str = typer.Option("cpu", help="cpu, cuda or cuda:N."),
+    browser: bool = typer.Option(True, "--browser/--no-browser", help="Open the page in a browser."),
+) -> None:
+    """A local web page to label a folder: accept or correct the model's labels, the rest relabels (Gradio)."""
+    from egnn.app import launch
+
+    launch(checkpoint, support, images, str(out), port, suggest, device, open_browser=browser)
 
 
 @app.command("import-reference")

@@ -16,7 +16,7 @@ import csv
 import io
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -25,6 +25,7 @@ from egnn.data.images import IMAGE_SUFFIXES, image_files
 from egnn.data.paths import atomic_save
 from egnn.devices import describe
 from egnn.errors import DataError
+from egnn.unknowns import DEFAULT_RATE
 
 
 @dataclass
@@ -38,6 +39,9 @@ class Predictions:
         probabilities: ``(Q, way)`` the method's class probabilities of every query (for EGNN, its vote
             normalised).
         mode: ``transductive``, ``transductive (knn20 graph)`` or ``non-transductive``.
+        known: ``(Q,)`` how well each query fits its best class (``known_score``).
+        threshold: queries whose ``known`` falls below it are labeled ``unknown`` (None: never).
+        suggested: the queries to label next, best first (``--suggest``).
     """
 
     classes: list[str]
@@ -48,6 +52,14 @@ class Predictions:
     checkpoint: str
     device: str
     seconds: float
+    known: torch.Tensor | None = None
+    threshold: float | None = None
+    suggested: list[int] = field(default_factory=list)
+    calibration: str = ""
+
+    UNKNOWN = "unknown"
+    COLUMNS = ("path", "predicted", "confidence", "runner_up", "runner_up_confidence", "nearest", "known_score",
+               "suggested")
 
     @property
     def labels(self) -> torch.Tensor:
@@ -58,18 +70,33 @@ class Predictions:
         """``(Q, 2)`` the two best probabilities and their class indices."""
         return self.probabilities.topk(min(2, len(self.classes)), -1)
 
+    @property
+    def unknown(self) -> torch.Tensor:
+        """``(Q,)`` whether each query matches none of the classes (always False without a threshold)."""
+        if self.threshold is None or self.known is None:
+            return torch.zeros(len(self.queries), dtype=torch.bool)
+        return self.known < self.threshold
+
+    def label_names(self) -> list[str]:
+        """The answer for every query: its class, or ``unknown``."""
+        return [self.UNKNOWN if u else self.classes[int(i)] for i, u in zip(self.labels, self.unknown)]
+
     def rows(self) -> list[dict[str, object]]:
         (top, idx) = self.ranked()
-        return [{"path": str(path), "predicted": self.classes[int(i[0])], "confidence": round(float(p[0]), 6),
-                 "runner_up": self.classes[int(i[1])], "runner_up_confidence": round(float(p[1]), 6)}
-                for path, p, i in zip(self.queries, top, idx)]
+        rank = {q: r + 1 for r, q in enumerate(self.suggested)}
+        known = self.known if self.known is not None else torch.full((len(self.queries),), float("nan"))
+        return [{"path": str(path), "predicted": name, "confidence": round(float(p[0]), 6),
+                 "runner_up": self.classes[int(i[1])], "runner_up_confidence": round(float(p[1]), 6),
+                 "nearest": self.classes[int(i[0])], "known_score": round(float(k), 6), "suggested": rank.get(q, "")}
+                for q, (path, name, p, i, k) in enumerate(zip(self.queries, self.label_names(), top, idx, known))]
 
     def write_csv(self, path: str | Path) -> None:
-        """One row per query (path, predicted, confidence, runner_up, runner_up_confidence), written atomically:
-        an interrupted run leaves no partial file."""
+        """One row per query, written atomically (an interrupted run leaves no partial file): ``predicted`` (the
+        class, or ``unknown``), ``confidence`` (the probability of the nearest class), ``runner_up`` and its
+        probability, ``nearest`` (the most probable class, also for an unknown), ``known_score`` and
+        ``suggested`` (its rank among the images to label next, else empty)."""
         text = io.StringIO()
-        writer = csv.DictWriter(text, ["path", "predicted", "confidence", "runner_up", "runner_up_confidence"],
-                                lineterminator="\n")
+        writer = csv.DictWriter(text, self.COLUMNS, lineterminator="\n")
         writer.writeheader()
         writer.writerows(self.rows())
         atomic_save(text.getvalue(), path, write=lambda s, f: Path(f).write_text(s))
@@ -80,7 +107,9 @@ class Predictions:
         conf = self.ranked()[0][:, 0]
         return (f"labeled {len(self.queries)} images into {len(self.classes)} classes ({shot} supports each), "
                 f"{self.mode}, with {self.checkpoint} on {self.device} in {self.seconds:.1f} s: median confidence "
-                f"{float(conf.median()):.3f}, lowest {float(conf.min()):.3f}")
+                f"{float(conf.median()):.3f}, lowest {float(conf.min()):.3f}"
+                + (f"; {int(self.unknown.sum())} unknown ({self.calibration})" if self.threshold is not None else "")
+                + (f"; {len(self.suggested)} suggested to label next" if self.suggested else ""))
 
 
 def support_files(folder: str | Path) -> dict[str, list[Path]]:
@@ -117,7 +146,9 @@ def query_files(folder: str | Path) -> list[Path]:
 
 
 def predict(checkpoint: str | Path, support: str | Path, query: str | Path, *, transductive: bool | None = None,
-            knn: int | None = None, query_batch: int = 256, device: str = "auto", progress: bool = False) -> Predictions:
+            knn: int | None = None, query_batch: int = 256, device: str = "auto", progress: bool = False,
+            unknown: bool = False, rate: float = DEFAULT_RATE, threshold: float | None = None, suggest: int = 0,
+            data_root: str | None = None) -> Predictions:
     """Label the images under ``query`` with the classes of ``support`` using a trained checkpoint: a
     :class:`~egnn.classifier.FewShotClassifier` fitted on the support folder.
 
@@ -126,12 +157,21 @@ def predict(checkpoint: str | Path, support: str | Path, query: str | Path, *, t
         knn: transductive on sparse k-nearest-neighbour graphs (default: the checkpoint's; 0 for dense).
         query_batch: queries per forward pass in the non-transductive mode (each query is its own graph, so
             the result does not depend on it).
+        unknown: answer ``unknown`` for queries that fit no class: below ``threshold`` if given, else below the
+            threshold calibrated for this many classes and examples at false-unknown ``rate`` on the checkpoint's
+            validation classes (:mod:`egnn.unknowns`; saved beside the checkpoint, calibrated now if missing,
+            which reads the checkpoint's dataset from ``data_root``).
+        suggest: name this many queries to label next (:mod:`egnn.suggest`).
     """
     from egnn.classifier import FewShotClassifier
+    from egnn.suggest import suggest as pick
 
     start = time.perf_counter()
     clf = FewShotClassifier.load(checkpoint, device, transductive, knn, query_batch)
     supports, queries = support_files(support), query_files(query)
+    if unknown and Predictions.UNKNOWN in supports:
+        raise DataError(f"a support class is named '{Predictions.UNKNOWN}', the answer for images of none of the "
+                        f"classes: rename that folder")
     support_paths = [p for c in supports for p in supports[c]]
     clf.check_memory(len(support_paths), len(queries))  # before reading any image
     bar = _bar(progress)
@@ -139,9 +179,46 @@ def predict(checkpoint: str | Path, support: str | Path, query: str | Path, *, t
         task = bar.add_task("reading images", total=len(support_paths) + len(queries)) if progress else None
         advance = (lambda n: bar.advance(task, n)) if progress else None
         clf.fit(support_paths, [c for c in supports for _ in supports[c]], advance)
-        probabilities = clf.predict_proba(queries, advance)  # (Q, way), columns in the sorted class order
-    return Predictions(list(clf.classes_), supports, queries, probabilities, clf.mode, str(checkpoint),
-                       describe(clf.device), time.perf_counter() - start)
+        scores = clf.score(queries, advance)  # probabilities (Q, way), columns in the sorted class order
+    cut, how = None, ""
+    if unknown:
+        cut, how = unknown_threshold(clf, checkpoint, [len(v) for v in supports.values()], rate, threshold, data_root)
+    return Predictions(list(clf.classes_), supports, queries, scores.probabilities, clf.mode, str(checkpoint),
+                       describe(clf.device), time.perf_counter() - start, known=scores.known, threshold=cut,
+                       suggested=pick(scores.probabilities, scores.affinity, suggest) if suggest else [],
+                       calibration=how)
+
+
+def unknown_threshold(clf, checkpoint, shots: list[int], rate: float, threshold: float | None,
+                      data_root: str | None, calibrate_now: bool = True) -> tuple[float, str]:
+    """The threshold on the known-score and where it came from: given, saved for this shape, or (with
+    ``calibrate_now``) calibrated now on the checkpoint's validation classes and saved beside the checkpoint."""
+    from egnn.unknowns import calibrate, find_calibration, save_calibration
+
+    if threshold is not None:
+        return threshold, f"known-score threshold {threshold:g}, given"
+    way, shot = len(shots), max(1, sorted(shots)[len(shots) // 2])
+    found = find_calibration(checkpoint, way, shot, clf.transductive, rate)
+    if not calibrate_now:
+        if found is None:
+            raise DataError(f"no unknown threshold saved for {checkpoint}: calibrate one with egnn calibrate "
+                            f"--checkpoint {checkpoint} --way {way} --shot {shot}")
+    elif found is None or (found.way, found.shot) != (way, shot):
+        try:
+            from egnn.data import load_dataset
+
+            val = load_dataset(clf.cfg.dataset, data_root, clf.size)["val"]
+        except DataError as exc:
+            if found is None:
+                raise DataError(f"no unknown threshold saved for {checkpoint}, and its validation classes are not "
+                                f"at hand to calibrate one ({exc}); pass --unknown-threshold, or run where the "
+                                f"data is") from None
+        else:
+            found = calibrate(clf, val, way, shot, rate)
+            save_calibration(checkpoint, found)
+    assert found is not None
+    return found.threshold, (f"threshold {found.threshold:.3f}: a {100 * found.rate:g}% false-unknown rate on "
+                             f"{found.split}, {found.way}-way {found.shot}-shot")
 
 
 def _bar(enabled: bool):

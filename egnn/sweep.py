@@ -8,8 +8,9 @@ A sweep spec (YAML):
   ``base`` alone;
 - ``grid``: config key -> list of values; every run is crossed with every combination, named
   ``<run>/key=value,...``;
-- ``test``: ``queries`` (queries per class, a list), ``episodes`` and optionally ``transductive`` (test every run
-  in this mode; default: each in its own);
+- ``test``: ``queries`` (queries per class, a list), ``episodes``, optionally ``seeds`` (evaluation seeds, a list:
+  each another set of episodes; results of seeds other than the run's own are keyed ``<queries>/seed<s>``) and
+  ``transductive`` (test every run in this mode; default: each in its own);
 - ``reference``: a run the others are compared against, as paired differences on identical episodes;
 - ``output``: the report's path prefix (JSON, Markdown, PNG); ``runs_dir``: where runs train (default
   ``runs/sweep/<spec name>``);
@@ -46,7 +47,7 @@ from egnn.models import load_trained
 from egnn.trainer import Trainer
 
 SPEC_KEYS = {"base", "runs", "grid", "test", "reference", "output", "runs_dir", "set"}
-TEST_KEYS = {"queries", "episodes", "transductive"}
+TEST_KEYS = {"queries", "episodes", "transductive", "seeds"}
 # what fixes the test episodes (not the mode, the device or the graph they are run on): equal, the same episodes
 EPISODE_KEYS = ("dataset", "split", "way", "shot", "query", "episodes", "label_ratio", "seed")
 
@@ -171,14 +172,15 @@ def run_and_test(cfg, splits, test: dict[str, Any], checkpoint: str | None, prog
     cache = Path(cfg.out) / "sweep_tests.json" if not checkpoint else None
     stored = json.loads(cache.read_text()) if cache is not None and cache.exists() else {}
     results = {}
-    for q in test["queries"]:
-        key = (f"{tag}_{protocol.test_way or protocol.way}w{protocol.shot}s_q{q}_{test['episodes']}x_"
-               f"seed{protocol.eval_seed}_r{protocol.label_ratio}_{protocol.unlabeled}_"
-               f"{'trans' if protocol.transductive else 'nontrans'}")
+    for seed, q in itertools.product(test.get("seeds", [protocol.eval_seed]), test["queries"]):
+        episodes = replace(protocol, eval_seed=seed)
+        key = (f"{tag}_{episodes.test_way or episodes.way}w{episodes.shot}s_q{q}_{test['episodes']}x_"
+               f"seed{seed}_r{episodes.label_ratio}_{episodes.unlabeled}_"
+               f"{'trans' if episodes.transductive else 'nontrans'}")
         if key not in stored:
-            res = evaluate_config(method, splits["test"], protocol, test["episodes"], q)
+            res = evaluate_config(method, splits["test"], episodes, test["episodes"], q)
             stored[key] = res.to_dict(per_episode=True)
-        results[str(q)] = stored[key]
+        results[str(q) if seed == protocol.eval_seed else f"{q}/seed{seed}"] = stored[key]
     if cache is not None:
         atomic_save(json.dumps(stored), cache, write=lambda text, file: Path(file).write_text(text))
     return {"config": trained.to_dict(), **facts, "device": describe(cfg.device), "test": results}

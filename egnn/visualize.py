@@ -15,7 +15,6 @@ import torch
 
 from egnn.episodes import Episode
 from egnn.graph import DenseEpisodes, collate
-from egnn.methods import EGNNMethod
 
 ROLE_SHAPES = {"support": "o", "query": "s", "unlabeled": "^"}
 
@@ -49,9 +48,10 @@ def adjusted_rand_index(truth: list[int], found: list[int]) -> float:
 
 
 @torch.inference_mode()
-def episode_graphs(method: EGNNMethod, episode: Episode, transductive: bool = True) -> list[nx.DiGraph]:
-    """Graphs of the initial edges and of every layer's edges for one episode."""
-    if not isinstance(method, EGNNMethod):
+def episode_graphs(method, episode: Episode, transductive: bool = True) -> list[nx.DiGraph]:
+    """Graphs of the initial edges and of every layer's edges for one episode, for a method that labels edges
+    (its output's ``extras["edges"]``) and votes with them (``method.vote``): EGNN and methods built like it."""
+    if not callable(getattr(method, "vote", None)):
         raise TypeError(f"Expected an EGNN method (edge labels to draw), got {type(method).__name__}")
     was_training = method.training
     method.eval()

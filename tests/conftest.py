@@ -1,6 +1,9 @@
 import copy
+import csv
 import functools
 import os
+import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -155,3 +158,32 @@ def kill_after_checkpoint(cmd, last, grace: float) -> int:
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     return torch.load(last, weights_only=False)["iteration"]
+
+
+# -- user folders of real Omniglot characters (egnn predict, the unknowns, the app) ----------------------------
+def user_folders(root: Path, characters: list[Path], shots: list[int], queries: int | None = None) -> tuple[Path, Path]:
+    """``support/<character>/`` with the first ``shot`` drawings of each character, ``query/<character>/`` with
+    (up to ``queries`` of) the rest: the original 105x105 PNGs, as a user would have them."""
+    for char, shot in zip(characters, shots):
+        files = sorted(char.glob("*.png"))
+        name = f"{char.parent.name}_{char.name}"
+        for sub, chosen in (("support", files[:shot]), ("query", files[shot:][:queries])):
+            (root / sub / name).mkdir(parents=True, exist_ok=True)
+            for f in chosen:
+                shutil.copy(f, root / sub / name / f.name)
+    return root / "support", root / "query"
+
+
+def test_characters(omniglot_root, count, seed):
+    """Test-split characters of Omniglot (ids 1201-1623, all in images_evaluation), drawn with ``seed``."""
+    chars = sorted(Path(omniglot_root, "omniglot-py", "images_evaluation").glob("*/*"))
+    chars = [c for c in chars if int(next(c.glob("*.png")).name[:4]) > 1200]
+    return random.Random(seed).sample(chars, count)
+
+
+test_characters.__test__ = False  # a helper, not a test
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))

@@ -6,6 +6,7 @@ import torch
 import yaml
 
 from egnn.config import load_config, make_config
+from egnn.data import load_dataset
 from egnn.errors import ConfigError
 from egnn.losses import mean_ci95
 from egnn.sweep import expand, load_sweep, parse_set
@@ -142,3 +143,22 @@ def test_paired_differences_pair_episode_by_episode():
     assert d["mean"] == 0 and d["ci95"] == pytest.approx(1.96 * math.sqrt(4 / 3) / 2)
     elsewhere = {"test": {"1": {"per_episode_accuracy": [0.0, 1.0, 0.0, 1.0], "protocol": {**same, "seed": 2}}}}
     assert paired_differences(ref, elsewhere) == {}
+
+
+def test_test_seeds_add_other_sets_of_episodes(tmp_path):
+    """``test: seeds`` evaluates each run on each seed's episodes: the run's own seed under the plain key, another
+    under ``<queries>/seed<s>``, each what evaluating the trained model at that seed gives."""
+    from dataclasses import replace
+
+    from egnn.models import load_trained
+
+    spec = write_spec(tmp_path, runs={"q1": {"query": 1}}, grid={}, reference=None,
+                      test={"queries": [1], "episodes": 12, "seeds": [0, 3]})
+    assert cli("sweep", spec, "--quiet").returncode == 0
+    row = json.loads((tmp_path / "report.json").read_text())["runs"]["q1"]
+    assert set(row["test"]) == {"1", "1/seed3"}
+    method, cfg = load_trained(tmp_path / "runs" / "q1" / "best.pt")
+    for key, seed in (("1", 0), ("1/seed3", 3)):
+        want = evaluate_config(method, load_dataset("glyphs")["test"], replace(cfg, eval_seed=seed), 12, 1)
+        assert row["test"][key]["per_episode_accuracy"] == want.per_episode
+    assert row["test"]["1"]["per_episode_accuracy"] != row["test"]["1/seed3"]["per_episode_accuracy"]

@@ -182,6 +182,17 @@ class FewShotMethod(nn.Module):
         supports each: a softmax, for methods trained with cross-entropy."""
         return logits.float().softmax(-1)
 
+    def known_score(self, logits: torch.Tensor, shots: torch.Tensor) -> torch.Tensor:
+        """``(...,)`` how well each query fits the class it fits best: high for a query of a support class, low for
+        one of a class absent from the supports (``egnn predict --unknown`` thresholds it). By default the top
+        class probability."""
+        return self.class_probabilities(logits, shots).amax(-1)
+
+    def query_affinity(self, out: MethodOutput) -> torch.Tensor | None:
+        """``(Q, Q)`` how alike the method finds each pair of queries of a one-episode output (``egnn predict
+        --suggest`` spreads its picks with it), or None if it does not compare queries."""
+        return None
+
     def forward(self, batch: Batch, transductive: bool = True) -> MethodOutput:
         raise NotImplementedError
 

@@ -100,7 +100,8 @@ class EGNNMethod(FewShotMethod):
             logits=self.queries(self.vote(similarity[-1], dense), dense),
             query_labels=self.queries(dense.y, dense),
             episode_metrics={"edge_acc": edge_accuracy(similarity[-1], target, mask)},
-            extras={"edges": edges, "edge_target": target, "loss_mask": mask},
+            extras={"edges": edges, "edge_target": target, "loss_mask": mask, "query_mask": dense.query_mask,
+                    "transductive": transductive},
         )
 
     def forward_sparse(self, batch: Batch, edge_index: torch.Tensor | None = None) -> MethodOutput:
@@ -128,7 +129,8 @@ class EGNNMethod(FewShotMethod):
             logits=scores[query].view(b, -1, onehot.shape[1]),
             query_labels=y[query].view(b, -1),
             episode_metrics={"edge_acc": edge_acc},
-            extras={"edges": edges, "edge_target": target, "loss_mask": mask, "edge_index": edge_index},
+            extras={"edges": edges, "edge_target": target, "loss_mask": mask, "edge_index": edge_index,
+                    "query_mask": query},
         )
 
     def prepare_data_parallel(self) -> None:
@@ -160,6 +162,31 @@ class EGNNMethod(FewShotMethod):
         more examples from winning by count alone."""
         mean = logits.float() / shots.to(logits.device).clamp_min(1)
         return mean / mean.sum(-1, keepdim=True).clamp_min(1e-12)
+
+    def known_score(self, logits: torch.Tensor, shots: torch.Tensor) -> torch.Tensor:
+        """The mean final-layer edge similarity of a query to the labeled examples of its best class: each edge is
+        trained as the probability that its two nodes share a class, so a query of a class absent from the supports
+        scores low against every class (the normalised vote, spread over the classes present, does not show it)."""
+        return (logits.float() / shots.to(logits.device).clamp_min(1)).amax(-1)
+
+    def query_affinity(self, out: MethodOutput) -> torch.Tensor | None:
+        """The final layer's edge similarity between queries, symmetrised; None when the queries were not in one
+        graph (non-transductive)."""
+        edges = out.extras["edges"][-1, ..., 0]
+        query = out.extras.get("query_mask")
+        if "edge_index" in out.extras:  # sparse: scatter the query-query edges into a (Q, Q) matrix
+            src, dst = out.extras["edge_index"]
+            index = torch.full(query.shape, -1, dtype=torch.long, device=query.device)
+            index[query] = torch.arange(int(query.sum()), device=query.device)
+            keep = query[src] & query[dst]
+            q = int(query.sum())
+            dense = torch.zeros(q, q, device=edges.device, dtype=torch.float32)
+            dense[index[dst[keep]], index[src[keep]]] = edges[keep].float()
+        else:
+            if not out.extras.get("transductive", True):
+                return None
+            dense = edges[0][query[0]][:, query[0]].float()
+        return (dense + dense.T) / 2
 
     def loss(self, out: MethodOutput) -> torch.Tensor:
         return edge_labeling_loss(out.extras["edges"][..., 0], out.extras["edge_target"],

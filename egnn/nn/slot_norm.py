@@ -7,6 +7,7 @@ import torch
 import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from egnn.collectives import all_reduce_sum, world
 from egnn.errors import ConfigError
 
 
@@ -94,8 +95,6 @@ class SlotBatchNorm(_BatchNorm):
             raise ValueError(f"expected 2-D to 5-D input, got {x.dim()}-D")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from egnn.distributed import all_reduce_sum, world
-
         ranks = world()[1]
         slots = self.slots if x.shape[0] % max(self.slots, 1) == 0 else 1
         if not self.training or (slots == 1 and ranks == 1):
