@@ -26,7 +26,9 @@ def test_without_affinities_coverage_is_least_confident_and_random_is_seeded():
     assert coverage(probs, None, 2) == least_confident(probs, None, 2) == [1, 3]
     one = random_picks(probs, None, 3, torch.Generator().manual_seed(4))
     assert one == random_picks(probs, None, 3, torch.Generator().manual_seed(4)) and len(set(one)) == 3
-    assert suggest(probs, None, 10) == [1, 3, 2, 0]  # never more than there are queries
+    assert suggest(probs, None, 10, "least-confident") == [1, 3, 2, 0]  # never more than there are queries
+    # the default, what the measurement kept: a random sample, seeded, so the same images give the same picks
+    assert suggest(probs, None, 3) == random_picks(probs, None, 3, torch.Generator().manual_seed(0))
     with pytest.raises(UserError, match="unknown suggestion strategy"):
         suggest(probs, None, 2, "entropy")
 
