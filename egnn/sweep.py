@@ -130,7 +130,9 @@ def sweep(spec: dict[str, Any], progress: bool = True, only: list[str] | None = 
         overrides = _fill_runs(runs[name], spec["runs_dir"])
         checkpoint = overrides.pop("checkpoint", None)
         run_test = {**test, **overrides.pop("test", {})}  # a run may test on its own number of episodes or mode
-        cfg = make_config(base, **{"out": str(Path(spec["runs_dir"]) / name.replace("/", "_")), **overrides})
+        # the sweep owns its run directories: an ``out`` from base, a run or an included config file would put runs of
+        # one file (e.g. transductive and not) into one directory, the second resuming the first
+        cfg = make_config({**base, **overrides, "out": str(Path(spec["runs_dir"]) / name.replace("/", "_"))})
         key = (cfg.dataset, cfg.data_root, cfg.image_size)
         if key not in splits_of:
             splits_of[key] = load_dataset(*key)

@@ -162,3 +162,15 @@ def test_test_seeds_add_other_sets_of_episodes(tmp_path):
         want = evaluate_config(method, load_dataset("glyphs")["test"], replace(cfg, eval_seed=seed), 12, 1)
         assert row["test"][key]["per_episode_accuracy"] == want.per_episode
     assert row["test"]["1"]["per_episode_accuracy"] != row["test"]["1/seed3"]["per_episode_accuracy"]
+
+
+def test_runs_of_one_included_config_train_in_their_own_directories(tmp_path):
+    """An ``out`` in an included config file (as configs/omniglot_5w1s_cpu.yaml has) does not move a sweep's run:
+    two runs of one file, transductive and not, train apart instead of the second resuming the first."""
+    (tmp_path / "shared.yaml").write_text(yaml.safe_dump({**BASE, "out": str(tmp_path / "elsewhere")}))
+    spec = write_spec(tmp_path, base={}, grid={}, reference=None, test={"queries": [1], "episodes": 4},
+                      runs={"t": {"include": "shared.yaml"}, "n": {"include": "shared.yaml", "transductive": False}})
+    assert cli("sweep", spec, "--quiet").returncode == 0
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["n", "t"] and not (tmp_path / "elsewhere").exists()
+    for name, mode in (("t", True), ("n", False)):
+        assert yaml.safe_load((tmp_path / "runs" / name / "config.yaml").read_text())["transductive"] is mode
