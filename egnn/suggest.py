@@ -30,13 +30,11 @@ def random_picks(probabilities: torch.Tensor, affinity: torch.Tensor | None, k: 
     return torch.randperm(probabilities.shape[0], generator=generator)[:k].tolist()
 
 
-def coverage(probabilities: torch.Tensor, affinity: torch.Tensor | None, k: int,
-             generator: torch.Generator | None = None, known: torch.Tensor | None = None) -> list[int]:
-    if affinity is None:
-        return least_confident(probabilities, None, k)
+def cover(doubt: torch.Tensor, affinity: torch.Tensor, k: int) -> list[int]:
+    """Greedy picks on ``sum_j a_ij u_j``, each taking off the doubt it covers: ``u_j <- u_j (1 - a_ij)``."""
     a = affinity.float().clamp(0, 1).clone()
     a.fill_diagonal_(1.0)
-    doubt = 1 - probabilities.float().amax(-1)  # (Q,)
+    doubt = doubt.float().clone()
     picked: list[int] = []
     taken = torch.zeros_like(doubt, dtype=torch.bool)
     for _ in range(min(k, doubt.numel())):  # k picks, each a batched (Q, Q) @ (Q,) product
@@ -48,14 +46,21 @@ def coverage(probabilities: torch.Tensor, affinity: torch.Tensor | None, k: int,
     return picked
 
 
+def coverage(probabilities: torch.Tensor, affinity: torch.Tensor | None, k: int,
+             generator: torch.Generator | None = None, known: torch.Tensor | None = None) -> list[int]:
+    if affinity is None:
+        return least_confident(probabilities, None, k)
+    return cover(1 - probabilities.float().amax(-1), affinity, k)
+
+
 def uncovered(probabilities: torch.Tensor, affinity: torch.Tensor | None, k: int,
               generator: torch.Generator | None = None, known: torch.Tensor | None = None) -> list[int]:
     """Coverage of what the examples do not reach yet: ``u_j = 1 - known_j`` (how unlike query ``j`` is to every
     class's examples) in place of the class doubt, so that a pick is a typical image of a region no example covers,
     rather than an odd one between classes."""
-    if known is None:
+    if known is None or affinity is None:
         return coverage(probabilities, affinity, k, generator)
-    return coverage(known[:, None].expand(-1, 1), affinity, k, generator)
+    return cover(1 - known.float(), affinity, k)
 
 
 STRATEGIES = {"coverage": coverage, "uncovered": uncovered, "least-confident": least_confident,

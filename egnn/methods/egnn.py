@@ -160,14 +160,19 @@ class EGNNMethod(FewShotMethod):
         """The vote normalised: each class's mean similarity to its labeled supports, over the sum of these.
         With equal shots this is the vote divided by its total; with uneven shots the mean keeps a class with
         more examples from winning by count alone."""
-        mean = logits.float() / shots.to(logits.device).clamp_min(1)
+        mean = self.class_means(logits, shots)
         return mean / mean.sum(-1, keepdim=True).clamp_min(1e-12)
+
+    @staticmethod
+    def class_means(logits: torch.Tensor, shots: torch.Tensor) -> torch.Tensor:
+        """``(..., way)`` each class's mean similarity to its labeled supports: the vote over the class's shots."""
+        return logits.float() / shots.to(logits.device).clamp_min(1)
 
     def known_score(self, logits: torch.Tensor, shots: torch.Tensor) -> torch.Tensor:
         """The mean final-layer edge similarity of a query to the labeled examples of its best class: each edge is
         trained as the probability that its two nodes share a class, so a query of a class absent from the supports
         scores low against every class (the normalised vote, spread over the classes present, does not show it)."""
-        return (logits.float() / shots.to(logits.device).clamp_min(1)).amax(-1)
+        return self.class_means(logits, shots).amax(-1)
 
     def query_affinity(self, out: MethodOutput) -> torch.Tensor | None:
         """The final layer's edge similarity between queries, symmetrised; None when the queries were not in one
