@@ -60,7 +60,7 @@ def load_sweep(path: str | Path, set_values: dict[str, Any] | None = None) -> di
     if not isinstance(spec.get("set") or {}, dict):
         raise ConfigError(f"sweep config {path}: set maps config keys to values, got {spec['set']!r}")
     spec["set"] = {**(spec.get("set") or {}), **(set_values or {})}
-    spec["runs"] = {name: expand_includes(dict(o or {}), path.parent) for name, o in (spec.get("runs") or {"": {}}).items()}
+    spec["runs"] = {name: _expand_run(o, path.parent) for name, o in (spec.get("runs") or {"": {}}).items()}
     spec.setdefault("runs_dir", f"runs/sweep/{path.stem}")
     spec.setdefault("output", f"results/sweep_{path.stem}")
     test = spec.setdefault("test", {})
@@ -75,6 +75,17 @@ def load_sweep(path: str | Path, set_values: dict[str, Any] | None = None) -> di
     for name, overrides in expand(spec).items():
         make_config(spec.get("base", {}), **{k: v for k, v in overrides.items() if k not in ("checkpoint", "test")})
     return spec
+
+
+def _expand_run(overrides: dict[str, Any] | None, relative_to: Path) -> dict[str, Any]:
+    """A run's overrides with its includes expanded; an ``out`` from an included file is dropped (the sweep owns its
+    run directories: two runs of one file, transductive and not, would share one, the second resuming the first).
+    An ``out`` the run names itself stays: compare and label-ratio share one run between two rows that way."""
+    overrides = dict(overrides or {})
+    own_out = overrides.get("out")
+    expanded = expand_includes(overrides, relative_to)
+    expanded.pop("out", None)
+    return expanded if own_out is None else {**expanded, "out": own_out}
 
 
 def parse_set(items: list[str]) -> dict[str, Any]:
@@ -130,9 +141,8 @@ def sweep(spec: dict[str, Any], progress: bool = True, only: list[str] | None = 
         overrides = _fill_runs(runs[name], spec["runs_dir"])
         checkpoint = overrides.pop("checkpoint", None)
         run_test = {**test, **overrides.pop("test", {})}  # a run may test on its own number of episodes or mode
-        # the sweep owns its run directories: an ``out`` from base, a run or an included config file would put runs of
-        # one file (e.g. transductive and not) into one directory, the second resuming the first
-        cfg = make_config({**base, **overrides, "out": str(Path(spec["runs_dir"]) / name.replace("/", "_"))})
+        # a run's directory is the sweep's (base's ``out`` would put every run into one), unless the run names its own
+        cfg = make_config({**base, "out": str(Path(spec["runs_dir"]) / name.replace("/", "_")), **overrides})
         key = (cfg.dataset, cfg.data_root, cfg.image_size)
         if key not in splits_of:
             splits_of[key] = load_dataset(*key)
