@@ -480,11 +480,11 @@ def predict(
 ) -> None:
     """Label a folder of images from a few labeled examples per class; one CSV row per image."""
     from egnn.predict import contact_sheet, predict as run
+    from egnn.unknowns import check_rate
 
     if not 0 <= flag <= 1:
         raise UserError(f"--flag is a fraction of the queries in [0, 1], got {flag}")
-    if not 0 < unknown_rate < 1:
-        raise UserError(f"--unknown-rate is a fraction of the known images in (0, 1), got {unknown_rate}")
+    check_rate(unknown_rate, "--unknown-rate")
     result = run(checkpoint, support, query, transductive=transductive, knn=knn, query_batch=query_batch,
                  device=device, progress=not quiet and sys.stderr.isatty(), unknown=unknown or unknown_threshold
                  is not None, rate=unknown_rate, threshold=unknown_threshold, suggest=suggest, data_root=data_root)
@@ -512,11 +512,10 @@ def calibrate(
     """Calibrate the unknown threshold of egnn predict --unknown on the checkpoint's validation classes."""
     from egnn.classifier import FewShotClassifier
     from egnn.data import load_dataset
-    from egnn.unknowns import calibrate as run, calibration_file, save_calibration
+    from egnn.unknowns import calibrate as run, calibration_file, check_rate, save_calibration
 
     ways, shots = parse_int_list(way, "--way"), parse_int_list(shot, "--shot")
-    if not 0 < rate < 1:
-        raise UserError(f"--rate is a fraction of the known images in (0, 1), got {rate}")
+    check_rate(rate, "--rate")
     clf = FewShotClassifier.load(checkpoint, device, transductive)
     val = load_dataset(clf.cfg.dataset, data_root, clf.size)["val"]
     for w in ways:

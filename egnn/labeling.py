@@ -19,11 +19,11 @@ from pathlib import Path
 
 from egnn.data.paths import atomic_save
 from egnn.errors import DataError, UserError
-from egnn.predict import support_files, unknown_threshold
+from egnn.predict import Predictions, support_files, unknown_threshold
 from egnn.suggest import suggest
 from egnn.unknowns import DEFAULT_RATE
 
-UNKNOWN = "unknown"
+UNKNOWN = Predictions.UNKNOWN
 
 
 @dataclass
@@ -91,14 +91,13 @@ class LabelingSession:
                 self.notice = f"unknown below a known-score of {how}"
             except UserError as exc:
                 self.notice = f"no unknowns: {exc}"
-        picks = suggest(scores.probabilities, scores.affinity, self.suggestions) if self.suggestions else []
-        rank = {q: r + 1 for r, q in enumerate(picks)}
-        conf, best = scores.probabilities.max(-1)
-        for q, path in enumerate(self.pending):
-            nearest = self.clf.classes_[int(best[q])]
-            unknown = threshold is not None and float(scores.known[q]) < threshold
-            self.proposals.append(Proposal(path, UNKNOWN if unknown else nearest, nearest, float(conf[q]),
-                                           float(scores.known[q]), rank.get(q, 0)))
+        # the answers as egnn predict gives them (its class or unknown, nearest class, confidence, suggestion rank)
+        answers = Predictions(list(self.clf.classes_), self.examples, self.pending, scores.probabilities, self.clf.mode,
+                              str(self.checkpoint), "", 0.0, known=scores.known, threshold=threshold,
+                              suggested=suggest(scores.probabilities, scores.affinity, self.suggestions)
+                              if self.suggestions else [])
+        self.proposals = [Proposal(path, row["predicted"], row["nearest"], row["confidence"], row["known_score"],
+                                   row["suggested"] or 0) for path, row in zip(self.pending, answers.rows())]
 
     def groups(self) -> dict[str, list[Proposal]]:
         """Proposals per class, most confident first, ``unknown`` last."""

@@ -31,6 +31,13 @@ from egnn.errors import DataError, UserError
 DEFAULT_RATE = 0.05
 
 
+def check_rate(rate: float, name: str = "the false-unknown rate") -> float:
+    """``rate`` if it is a false-unknown rate (a fraction in (0, 1)), else a :class:`UserError` naming ``name``."""
+    if not 0 < rate < 1:
+        raise UserError(f"{name} is a fraction of the known images in (0, 1), got {rate}")
+    return rate
+
+
 @dataclass
 class OpenSetEpisode:
     """Supports of ``way`` known classes, then queries of those and of ``unknown`` absent classes.
@@ -91,6 +98,7 @@ class Calibration:
     split: str
     seed: int
     known_queries: int
+    shot_used: int | None = None  # examples per class it was calibrated with, when the split's classes had fewer
 
     def key(self) -> str:
         return shape_key(self.way, self.shot, self.transductive, self.rate)
@@ -106,23 +114,24 @@ def calibrate(clf, split: FewShotSplit, way: int, shot: int, rate: float = DEFAU
     (the checkpoint's validation classes) scored by the fitted-per-episode classifier ``clf``. ``unknown``
     absent classes per episode default to ``max(1, way // 2)``: in a transductive graph the absent classes'
     queries change the known queries' scores, so they are calibrated in company."""
-    if not 0 < rate < 1:
-        raise UserError(f"the false-unknown rate must be in (0, 1), got {rate}")
+    check_rate(rate)
     unknown = max(1, way // 2) if unknown is None else unknown
     if split.num_classes < way + unknown:
         raise DataError(f"{split.name} has {split.num_classes} classes, too few to calibrate {way}-way episodes with "
                         f"{unknown} absent classes: lower the way")
-    shot = max(1, min(shot, int(split.class_counts.min()) - query))
+    # a class gives at most (its images - query) examples: more shots than that are calibrated with that many, and
+    # the calibration stays keyed by the shot asked for (a later predict with as many finds it, not recalibrate)
+    used = max(1, min(shot, int(split.class_counts.min()) - query))
     clf = copy.copy(clf)  # the caller's classifier keeps its supports; the model is shared, not copied
     known = []
-    for ep in open_set_episodes(split, way, shot, query, unknown, episodes, seed):
+    for ep in open_set_episodes(split, way, used, query, unknown, episodes, seed):
         clf.fit(ep.support, ep.support_labels.tolist())
         scores = clf.score(ep.query)
         known.append(scores.known[ep.query_labels >= 0])
     known = torch.cat(known)
     threshold = float(torch.quantile(known.double(), rate))
     return Calibration(threshold, rate, way, shot, query, unknown, episodes, clf.transductive, split.name, seed,
-                       known.numel())
+                       known.numel(), used)
 
 
 def calibration_file(checkpoint: str | Path) -> Path:

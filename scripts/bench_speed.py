@@ -620,6 +620,8 @@ def main() -> None:
                                           "time and timed beside egnn on the same inputs")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] for the side-by-side rows")
     parser.add_argument("--settings", default=",".join(SETTINGS), help="side-by-side settings, of: " + ", ".join(SETTINGS))
+    parser.add_argument("--modes", default="transductive,non-transductive",
+                        help="side-by-side modes, of: transductive, non-transductive")
     args = parser.parse_args()
     if args.one:
         return _child(args.one)
@@ -653,9 +655,12 @@ def main() -> None:
         tmp.write_text(json.dumps(out, indent=2) + "\n")
         tmp.replace(args.out)
 
+    modes = {"transductive": True, "non-transductive": False}
+    if set(args.modes.split(",")) - set(modes):
+        parser.error(f"--modes takes transductive and/or non-transductive, got {args.modes}")
     ref = {"ref_dir": str(Path(args.ref_dir).resolve())} if args.ref_dir else {}
     for setting in args.settings.split(","):
-        for trans in (True, False):
+        for trans in [modes[m] for m in args.modes.split(",")]:
             size = {"tasks": 2 if q else 40, "repeat": 1 if q else 3}
             if "ref_train" in kinds:
                 add(run_one("ref_train", t, setting=setting, transductive=trans, device=args.device, **size, **ref))

@@ -175,7 +175,7 @@ def test_all(found, args, work: Path) -> dict:
 LABELS = {"egnn": "egnn (recipe)", "egnn_previous": "egnn (previous default)", "original": "original code"}
 
 
-def report(cache: dict, found, args, work: Path, wall: float) -> None:
+def report(cache: dict, args, work: Path, wall: float) -> None:
     from egnn.devices import cpu_name
     from egnn.losses import mean_ci95
     from egnn.provenance import provenance
@@ -315,7 +315,7 @@ def main() -> None:
         train_original(args, work)
     found = snapshots(work)
     cache = test_all(found, args, work)
-    report(cache, found, args, work, time.perf_counter() - started)
+    report(cache, args, work, time.perf_counter() - started)
     print(f"wrote {args.out}.json, .md, .png")
 
 

@@ -184,6 +184,17 @@ def test_characters(omniglot_root, count, seed):
 test_characters.__test__ = False  # a helper, not a test
 
 
+@pytest.fixture
+def labeling_folders(omniglot_root, tmp_path):
+    """What a person labeling a folder has (egnn app, LabelingSession): a copy of the committed checkpoint, one
+    example each of 4 test characters, and their 20 other drawings to label."""
+    ckpt = tmp_path / "model" / "best.pt"
+    ckpt.parent.mkdir()
+    shutil.copy(REPO / "results" / "checkpoints" / "omniglot_5w1s.pt", ckpt)
+    support, query = user_folders(tmp_path / "user", test_characters(omniglot_root, 4, seed=21), [1] * 4, queries=5)
+    return ckpt, support, sorted(query.rglob("*.png"))
+
+
 def read_rows(path: Path) -> list[dict[str, str]]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))

@@ -15,9 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, read_rows, test_characters, user_folders
+from tests.conftest import read_rows
 
-CHECKPOINT = REPO / "results" / "checkpoints" / "omniglot_5w1s.pt"
 pytest.importorskip("gradio", reason="the app extra is not installed: pip install -e '.[app]'")
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -36,15 +35,13 @@ def files_under(root: Path) -> dict[Path, int]:
 
 
 @pytest.fixture
-def page(omniglot_root, tmp_path):
+def page(labeling_folders, tmp_path):
     """The app serving 4 characters (one example each) and 20 images to label; the browser on it."""
     from selenium.webdriver.chrome.options import Options
     from selenium.webdriver.chrome.service import Service
 
-    ckpt = tmp_path / "model" / "best.pt"
-    ckpt.parent.mkdir()
-    shutil.copy(CHECKPOINT, ckpt)
-    support, images = user_folders(tmp_path / "user", test_characters(omniglot_root, 4, seed=21), [1] * 4, queries=5)
+    ckpt, support, pngs = labeling_folders
+    images = pngs[0].parent.parent  # the folder of images to label
     home = tmp_path / "home"
     home.mkdir()
     before = files_under(tmp_path)

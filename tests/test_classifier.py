@@ -51,7 +51,7 @@ def test_fit_and_predict_give_egnn_evals_episodes(glyphs, transductive):
 
 def test_labels_of_any_kind_uneven_shots_and_pil_images(glyphs, tmp_path):
     """Integer labels given in any order are sorted into classes_; a class with 3 examples beside one with 1 is
-    compared by its mean similarity; PIL images and files are read as the dataset reads them (ink inverted), so
+    compared by its mean similarity (read off the edges in test_unknowns.py); PIL images and files are read as the dataset reads them (ink inverted), so
     they give the tensor's answer."""
     clf = FewShotClassifier.load(CHECKPOINT, device="cpu")
     images = glyphs.images[glyphs.labels < 3].view(3, 20, 1, 28, 28)

@@ -26,7 +26,7 @@ def test_the_gpu_plan_runs_every_stage_on_the_cpu_and_keeps_what_each_made(tmp_p
     env = {**os.environ, "DEVICE": "cpu", "QUICK": "1", "NO_INSTALL": "1", "OUT": str(out), "BUDGET": "300",
            "PYTHON": sys.executable, "SPEC": str(tmp_path / "tiny.yaml"), "RUNS": str(tmp_path / "runs"),
            "REF_DIR": str(REF_DIR), "TEST_SECONDS": "60", "BENCH_SECONDS": "120",
-           "BENCH_KINDS": "ours_eval,ref_eval", "BENCH_ARGS": "--settings 5w1s"}  # training rows at 84 px: minutes
+           "BENCH_KINDS": "ours_eval,ref_eval", "BENCH_ARGS": "--settings 5w1s --modes transductive"}  # training rows at 84 px: minutes
     proc = subprocess.run(["bash", str(REPO / "scripts" / "gpu_plan.sh")], capture_output=True, text=True, env=env,
                           cwd=REPO, timeout=900)
     assert proc.returncode == 0, proc.stderr

@@ -9,26 +9,16 @@ from egnn import FewShotClassifier
 from egnn.errors import UserError
 from egnn.labeling import UNKNOWN, LabelingSession
 from egnn.unknowns import Calibration, save_calibration
-from tests.conftest import REPO, read_rows, test_characters, user_folders
+from tests.conftest import read_rows
 
-CHECKPOINT = REPO / "results" / "checkpoints" / "omniglot_5w1s.pt"
-
-
-@pytest.fixture
-def folders(omniglot_root, tmp_path):
-    ckpt = tmp_path / "model" / "best.pt"
-    ckpt.parent.mkdir()
-    shutil.copy(CHECKPOINT, ckpt)
-    support, query = user_folders(tmp_path / "user", test_characters(omniglot_root, 4, seed=21), [1] * 4, queries=5)
-    return ckpt, support, sorted(query.rglob("*.png"))
 
 
 def tree(root):
     return {p: p.stat().st_mtime_ns for p in root.rglob("*")}
 
 
-def test_label_moves_the_image_to_the_examples_and_relabels_the_rest(folders, tmp_path):
-    ckpt, support, images = folders
+def test_label_moves_the_image_to_the_examples_and_relabels_the_rest(labeling_folders, tmp_path):
+    ckpt, support, images = labeling_folders
     before = tree(tmp_path)
     session = LabelingSession(ckpt, support, images, suggestions=3, unknown=False)
     assert len(session.proposals) == 20 and sorted(p.suggested for p in session.proposals if p.suggested) == [1, 2, 3]
@@ -62,8 +52,8 @@ def test_label_moves_the_image_to_the_examples_and_relabels_the_rest(folders, tm
     assert {p for p in after if p not in before or after[p] != before[p]} == {out.parent, out}
 
 
-def test_unknowns_need_a_saved_calibration_and_go_apart(folders):
-    ckpt, support, images = folders
+def test_unknowns_need_a_saved_calibration_and_go_apart(labeling_folders):
+    ckpt, support, images = labeling_folders
     session = LabelingSession(ckpt, support, images, suggestions=0)
     assert session.notice.startswith("no unknowns") and "egnn calibrate" in session.notice
     assert all(p.label != UNKNOWN for p in session.proposals)
@@ -75,8 +65,8 @@ def test_unknowns_need_a_saved_calibration_and_go_apart(folders):
     assert session.proposals and len(session.pending) == 19
 
 
-def test_bad_input_is_a_one_line_error(folders, tmp_path):
-    ckpt, support, images = folders
+def test_bad_input_is_a_one_line_error(labeling_folders, tmp_path):
+    ckpt, support, images = labeling_folders
     with pytest.raises(UserError, match="checkpoint .* not found"):
         LabelingSession(tmp_path / "none.pt", support, images)
     with pytest.raises(UserError, match="no images to label"):

@@ -219,7 +219,7 @@ def test_bad_reference_checkpoints_are_one_line_errors(tmp_path):
 def test_a_checkpoint_written_by_the_original_code_predicts_the_same(tmp_path, omniglot_root):
     """The original trains 3 iterations and saves with its own save_checkpoint; imported, egnn predicts every
     query of the same 50 Omniglot test episodes as the original's eval() does."""
-    env = {**os.environ, "EGNN_DATA": str(omniglot_root)}
+    env = {**os.environ, "EGNN_DATA": str(omniglot_root), "PYTHONPATH": str(REPO)}  # this checkout's egnn
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / "reference_roundtrip.py"), "--ref-dir",
                            str(REFERENCE), "--work", str(tmp_path / "ref"), "--episodes", "50", "--tasks", "4"],
                           capture_output=True, text=True, env=env, cwd=REPO, timeout=600)

@@ -24,8 +24,10 @@ def test_coverage_by_hand():
 def test_without_affinities_coverage_is_least_confident_and_random_is_seeded():
     probs = torch.tensor([[0.9, 0.1], [0.55, 0.45], [0.7, 0.3], [0.6, 0.4]])
     assert coverage(probs, None, 2) == least_confident(probs, None, 2) == [1, 3]
-    one = random_picks(probs, None, 3, torch.Generator().manual_seed(4))
-    assert one == random_picks(probs, None, 3, torch.Generator().manual_seed(4)) and len(set(one)) == 3
+    many = torch.rand(50, 2, generator=torch.Generator().manual_seed(0))  # 50!/40! orders: no match by chance
+    one = random_picks(many, None, 10, torch.Generator().manual_seed(4))
+    assert one == random_picks(many, None, 10, torch.Generator().manual_seed(4)) and len(set(one)) == 10
+    assert one != random_picks(many, None, 10, torch.Generator().manual_seed(5))
     assert suggest(probs, None, 10, "least-confident") == [1, 3, 2, 0]  # never more than there are queries
     # the default, what the measurement kept: a random sample, seeded, so the same images give the same picks
     assert suggest(probs, None, 3) == random_picks(probs, None, 3, torch.Generator().manual_seed(0))

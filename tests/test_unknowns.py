@@ -70,6 +70,8 @@ def test_egnn_known_score_is_the_mean_edge_similarity_to_the_best_class(glyphs):
     sim = out.extras["edges"][-1, 0, 6:, :6, 0]  # (queries, supports)
     per_class = torch.stack([sim[:, :3].mean(1), sim[:, 3:4].mean(1), sim[:, 4:6].mean(1)], 1)
     torch.testing.assert_close(got.known, per_class.max(1).values, rtol=1e-5, atol=1e-6)
+    # and the class probabilities are these means normalised (not the vote's sums: 3 examples would outvote 1)
+    torch.testing.assert_close(got.probabilities, per_class / per_class.sum(1, keepdim=True), rtol=1e-5, atol=1e-6)
     assert got.affinity.shape == (6, 6)
     torch.testing.assert_close(got.affinity, (out.extras["edges"][-1, 0, 6:, 6:, 0] +
                                               out.extras["edges"][-1, 0, 6:, 6:, 0].T) / 2, rtol=1e-5, atol=1e-6)
@@ -158,3 +160,26 @@ def test_unknown_without_a_calibration_or_the_data_is_one_line(tmp_path, omniglo
     assert not (tmp_path / "x.csv").exists() and not calibration_file(ckpt).exists()
     assert_user_error(cli("predict", "--checkpoint", ckpt, "--support", support, "--query", query,
                           "--unknown-rate", 1.5), "--unknown-rate")
+
+
+def test_more_shots_than_a_class_allows_calibrate_with_what_it_has_under_the_shot_asked(glyphs, tmp_path):
+    """A glyph class has 20 images: 25 examples with 3 queries are calibrated with 17, and saved under 25 shots, so
+    that the next predict with 25 examples per class finds it instead of calibrating again."""
+    from egnn.predict import unknown_threshold
+
+    clf = FewShotClassifier.load(CHECKPOINT, device="cpu")
+    val = glyphs["val"]
+    cal = calibrate(clf, val, way=3, shot=25, rate=0.2, query=3, unknown=1, episodes=2, seed=1)
+    assert (cal.shot, cal.shot_used) == (25, 17) and "3-way 25-shot" in cal.key()
+    known = []
+    for ep in open_set_episodes(val, 3, 17, 3, 1, 2, seed=1):
+        assert ep.support.shape[0] == 3 * 17
+        clf.fit(ep.support, ep.support_labels.tolist())
+        s = clf.score(ep.query).known
+        known.append(s[ep.query_labels >= 0])
+    assert cal.threshold == pytest.approx(float(torch.quantile(torch.cat(known).double(), 0.2)), abs=1e-6)
+    ckpt = tmp_path / "best.pt"
+    ckpt.write_bytes(b"")
+    save_calibration(ckpt, cal)
+    threshold, how = unknown_threshold(clf, ckpt, [25, 25, 25], 0.2, None, None, calibrate_now=False)
+    assert threshold == cal.threshold and "3-way 25-shot (calibrated with 17" in how

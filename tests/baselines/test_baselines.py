@@ -28,6 +28,8 @@ def test_no_label_leaks_from_queries_or_unlabeled_supports(model, transductive):
     labels[-1] = (labels[-1] + 2) % 3  # a query
     a, b = run(method, ep, transductive), run(method, dataclasses.replace(ep, labels=labels), transductive)
     assert torch.equal(a.logits, b.logits)
+    labels[0] = (labels[0] + 1) % 3  # a labeled support's label does reach the scores: the check can tell
+    assert not torch.equal(a.logits, run(method, dataclasses.replace(ep, labels=labels), transductive).logits)
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -37,6 +39,7 @@ def test_non_transductive_queries_are_independent(model):
     images[-1] = 255 - images[-1]
     a, b = run(method, ep, False), run(method, dataclasses.replace(ep, images=images), False)
     assert torch.allclose(a.logits[:, :-1], b.logits[:, :-1], atol=1e-6)
+    assert (a.logits[:, -1] - b.logits[:, -1]).abs().max() > 1e-4  # the changed query's own scores do move
 
 
 def test_gnn_transductive_queries_interact():

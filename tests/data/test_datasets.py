@@ -82,6 +82,13 @@ def test_image_folder_with_split_folders(tmp_path):
     assert splits["train"].images.shape == (12, 3, 16, 16)  # a grayscale file is converted to RGB
     assert splits["train"].class_names == ["train_c0", "train_c1", "train_c2"]
     assert splits["test"].class_counts.tolist() == [4, 4]
+    # at the files' own size, the pixels themselves: class by class, file by file, grayscale repeated over RGB
+    same = load_dataset("folder", tmp_path / "imgs", image_size=12)["val"]
+    for c, name in enumerate(same.class_names):
+        for i in range(4):
+            pixels = np.asarray(Image.open(tmp_path / "imgs" / "val" / name / f"{i}.png").convert("RGB"))
+            got = same.images[int(same.class_offsets[c]) + i].permute(1, 2, 0).numpy()
+            assert same.labels[int(same.class_offsets[c]) + i] == c and np.array_equal(got, pixels), (name, i)
 
 
 def test_image_folder_without_a_split_splits_its_classes_with_a_fixed_seed(tmp_path):

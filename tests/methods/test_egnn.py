@@ -135,6 +135,8 @@ def test_sparse_knn_path_hides_query_and_unlabeled_labels():
     a = run(method, [ep])
     b = run(method, [dataclasses.replace(ep, labels=shuffled)])
     assert torch.equal(a.logits, b.logits)
+    shuffled[0] = (shuffled[0] + 1) % 3  # a labeled support's label does reach the scores: the check can tell
+    assert not torch.equal(a.logits, run(method, [dataclasses.replace(ep, labels=shuffled)]).logits)
 
 
 def test_loss_mask_keeps_query_self_loops_when_transductive_as_the_reference():
