@@ -130,10 +130,10 @@ MUTANTS = [
            ("tests/test_sweep.py",)),
     # predict
     Mutant("predict: the CSV names the runner-up as the prediction", "egnn/predict.py",
-           '"predicted": self.classes[int(i[0])]', '"predicted": self.classes[int(i[1])]',
+           "for i, u in zip(self.labels, self.unknown)]", "for i, u in zip(self.ranked()[1][:, 1], self.unknown)]",
            ("tests/test_predict.py",)),
     Mutant("predict: uneven shots counted, not averaged", "egnn/methods/egnn.py",
-           "mean = logits.float() / shots.to(logits.device).clamp_min(1)", "mean = logits.float()",
+           "return logits.float() / shots.to(logits.device).clamp_min(1)", "return logits.float()",
            ("tests/test_predict.py",)),
     # kNN graphs
     Mutant("kNN: no edges from the nearest labeled supports", "egnn/graph.py",
@@ -166,8 +166,12 @@ MUTANTS = [
     Mutant("sweep: an included file's out moves the run", "egnn/sweep.py",
            '    expanded.pop("out", None)\n', "",
            ("tests/test_sweep.py",)),
-    Mutant("sweep: a run's own out is dropped", "egnn/sweep.py",
+    Mutant("sweep: a run's own out in a sweep file is dropped", "egnn/sweep.py",
            'return expanded if own_out is None else {**expanded, "out": own_out}', "return expanded",
+           ("tests/test_sweep.py",)),
+    Mutant("sweep: the sweep's directory wins over a run's own out", "egnn/sweep.py",
+           'cfg = make_config({**base, "out": str(Path(spec["runs_dir"]) / name.replace("/", "_")), **overrides})',
+           'cfg = make_config({**base, **overrides, "out": str(Path(spec["runs_dir"]) / name.replace("/", "_"))})',
            ("tests/test_label_ratio.py", "tests/test_compare.py")),
     # errors
     Mutant("errors: a user error exits with 1", "egnn/cli.py",

@@ -26,10 +26,12 @@ def test_label_moves_the_image_to_the_examples_and_relabels_the_rest(labeling_fo
     assert list(groups)[-1] == UNKNOWN and not groups[UNKNOWN]
     for items in groups.values():  # most confident first
         assert [p.confidence for p in items] == sorted((p.confidence for p in items), reverse=True)
-    # correct the least confident image to its true class (its folder), accept another as proposed
+    # correct the least confident image to a class the model did not propose (the person knows better), accept
+    # another as proposed
     worst = min(session.proposals, key=lambda p: p.confidence)
-    truth = worst.path.parent.name
+    truth = next(c for c in session.classes if c != worst.nearest)
     session.label(worst.path, truth)
+    assert worst.path not in session.examples[worst.nearest]
     accepted = next(p for p in session.proposals if p.path != worst.path)
     session.label(accepted.path)
     assert len(session.pending) == 18 and worst.path in session.examples[truth]

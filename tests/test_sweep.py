@@ -169,8 +169,10 @@ def test_runs_of_one_included_config_train_in_their_own_directories(tmp_path):
     two runs of one file, transductive and not, train apart instead of the second resuming the first."""
     (tmp_path / "shared.yaml").write_text(yaml.safe_dump({**BASE, "out": str(tmp_path / "elsewhere")}))
     spec = write_spec(tmp_path, base={}, grid={}, reference=None, test={"queries": [1], "episodes": 4},
-                      runs={"t": {"include": "shared.yaml"}, "n": {"include": "shared.yaml", "transductive": False}})
+                      runs={"t": {"include": "shared.yaml"}, "n": {"include": "shared.yaml", "transductive": False},
+                            "m": {"include": "shared.yaml", "out": str(tmp_path / "mine")}})
     assert cli("sweep", spec, "--quiet").returncode == 0
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["n", "t"] and not (tmp_path / "elsewhere").exists()
+    assert (tmp_path / "mine" / "best.pt").exists()  # an out the run names itself is where it trains
     for name, mode in (("t", True), ("n", False)):
         assert yaml.safe_load((tmp_path / "runs" / name / "config.yaml").read_text())["transductive"] is mode
