@@ -159,6 +159,15 @@ def sweep(spec: dict[str, Any], progress: bool = True, only: list[str] | None = 
     return summary
 
 
+def trained_at(run: Path) -> list[dict[str, Any]]:
+    """Which revision trained which stretch of a run (``sessions.jsonl``, one line per start or resume)."""
+    log = run / "sessions.jsonl"
+    if not log.exists():
+        return []
+    return [{k: r.get(k) for k in ("from_iteration", "git_revision", "uncommitted_changes")}
+            for r in map(json.loads, log.read_text().splitlines())]
+
+
 def _fill_runs(values: dict[str, Any], runs_dir: str | Path) -> dict[str, Any]:
     return {k: v.replace("{runs}", str(runs_dir)) if isinstance(v, str) else v for k, v in values.items()}
 
@@ -176,7 +185,8 @@ def run_and_test(cfg, splits, test: dict[str, Any], checkpoint: str | None, prog
         method, trained = trainer.method, cfg
         facts = {"checkpoint": str(Path(cfg.out) / "best.pt"), "best_iteration": trainer.best_iteration,
                  "iterations_trained": trainer.iteration, "stopped": trainer.stop_reason(),
-                 "best_val_acc": trainer.best_val, "train_seconds": trainer.train_seconds}
+                 "best_val_acc": trainer.best_val, "train_seconds": trainer.train_seconds,
+                 "trained_at": trained_at(Path(cfg.out))}
         tag = f"it{trainer.best_iteration}"
         trainer.load_best()
     # the run's config sets the test protocol (for a loaded checkpoint: the spec's, not the one it trained with)

@@ -249,6 +249,14 @@ class Trainer:
                                                 seed=cfg.eval_seed, label_ratio=cfg.label_ratio).episode(0)
         if self.rank == 0:
             (self.out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            if self.stop_reason() is None:  # which code trained which stretch of the run (a run may span revisions)
+                from egnn.provenance import provenance
+
+                made = provenance()
+                with open(self.out / "sessions.jsonl", "a") as f:
+                    f.write(json.dumps({"from_iteration": self.iteration, "git_revision": made["git_revision"],
+                                        "uncommitted_changes": made["uncommitted_changes"],
+                                        "device": describe(self.device), "started": time.time()}) + "\n")
             # which classes each split held: a folder dataset's seeded class split, or any dataset's, on record
             (self.out / "classes.json").write_text(json.dumps({k: s.class_names for k, s in self.splits.items()}) + "\n")
         losses, accs = [], []

@@ -32,3 +32,9 @@ def test_killed_run_resumes_bitwise(tmp_path):
     assert tests[0][0]["accuracy"] == tests[1][0]["accuracy"]
     metrics = [json.loads(x)["iteration"] for x in (tmp_path / "broken" / "metrics.jsonl").read_text().splitlines()]
     assert metrics == list(range(5, CONFIG["iterations"] + 1, 5))  # no gap, no duplicate
+    # which code trained which stretch: the start, and the resume from the checkpoint the kill left
+    from egnn.provenance import git_revision
+
+    sessions = [json.loads(x) for x in (tmp_path / "broken" / "sessions.jsonl").read_text().splitlines()]
+    assert [s["from_iteration"] for s in sessions] == [0, killed_at]
+    assert {s["git_revision"] for s in sessions} == {git_revision()}
