@@ -217,10 +217,10 @@ def unknown_threshold(clf, checkpoint, shots: list[int], rate: float, threshold:
             found = calibrate(clf, val, way, shot, rate)
             save_calibration(checkpoint, found)
     assert found is not None
-    used = found.shot_used not in (None, found.shot)
-    used = f" (calibrated with {found.shot_used}, all its classes allow)" if used else ""
+    capped = (f" (calibrated with {found.shot_used}, all its classes allow)"
+              if found.shot_used not in (None, found.shot) else "")
     return found.threshold, (f"threshold {found.threshold:.3f}: a {100 * found.rate:g}% false-unknown rate on "
-                             f"{found.split}, {found.way}-way {found.shot}-shot{used}")
+                             f"{found.split}, {found.way}-way {found.shot}-shot{capped}")
 
 
 def _bar(enabled: bool):
