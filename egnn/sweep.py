@@ -11,7 +11,9 @@ A sweep spec (YAML):
 - ``test``: ``queries`` (queries per class, a list), ``episodes``, optionally ``seeds`` (evaluation seeds, a list:
   each another set of episodes; results of seeds other than the run's own are keyed ``<queries>/seed<s>``) and
   ``transductive`` (test every run in this mode; default: each in its own);
-- ``reference``: a run the others are compared against, as paired differences on identical episodes;
+- ``reference``: a run the others are compared against, as paired differences on identical episodes; or a list
+  of runs, each run then paired with the first of them tested on its episodes (e.g. cross-way: a model trained at
+  5 ways against the native one at each test way);
 - ``output``: the report's path prefix (JSON, Markdown, PNG); ``runs_dir``: where runs train (default
   ``runs/sweep/<spec name>``);
 - ``set``: config keys that win over ``base``, ``runs`` and ``grid`` in every run (the CLI's ``--set KEY=VALUE``:
@@ -40,10 +42,10 @@ from egnn.data import load_dataset
 from egnn.data.paths import atomic_save
 from egnn.devices import describe
 from egnn.errors import ConfigError
-from egnn.losses import mean_ci95
-from egnn.reports import read_spec, write_report
 from egnn.evaluation import evaluate_config
+from egnn.losses import mean_ci95
 from egnn.models import load_trained
+from egnn.reports import read_spec, write_report
 from egnn.trainer import Trainer
 
 SPEC_KEYS = {"base", "runs", "grid", "test", "reference", "output", "runs_dir", "set"}
@@ -69,9 +71,10 @@ def load_sweep(path: str | Path, set_values: dict[str, Any] | None = None) -> di
     grid = spec.setdefault("grid", {})
     if not isinstance(grid, dict) or not all(isinstance(v, list) and v for v in grid.values()):
         raise ConfigError(f"sweep config {path}: grid maps config keys to non-empty lists of values, got {grid!r}")
-    if spec.get("reference") is not None and spec["reference"] not in expand(spec):
-        raise ConfigError(f"sweep config {path}: reference '{spec['reference']}' is not one of its runs "
-                          f"{', '.join(expand(spec))}")
+    for ref in references(spec):
+        if ref not in expand(spec):
+            raise ConfigError(f"sweep config {path}: reference '{ref}' is not one of its runs "
+                              f"{', '.join(expand(spec))}")
     for name, overrides in expand(spec).items():
         make_config(spec.get("base", {}), **{k: v for k, v in overrides.items() if k not in ("checkpoint", "test")})
     return spec
@@ -151,12 +154,21 @@ def sweep(spec: dict[str, Any], progress: bool = True, only: list[str] | None = 
     devices = sorted({row["device"] for row in rows.values()})
     summary = {"spec": {k: spec.get(k) for k in ("base", "grid", "test", "reference")}, "runs": rows,
                "device": ", ".join(devices)}
-    ref = spec.get("reference")
-    if ref in rows:
-        for name, row in rows.items():
-            if name != ref:
-                row["paired_difference"] = paired_differences(rows[ref], row)
+    refs = [r for r in references(spec) if r in rows]
+    for name, row in rows.items():
+        if not refs or name in refs:
+            continue
+        pairs = ((ref, paired_differences(rows[ref], row)) for ref in refs)
+        ref, row["paired_difference"] = next(((r, d) for r, d in pairs if d), (None, {}))  # first on its episodes
+        if ref is not None:
+            row["paired_with"] = ref
     return summary
+
+
+def references(spec: dict[str, Any]) -> list[str]:
+    """The spec's ``reference`` as a list (one name, a list of names, or none)."""
+    ref = spec.get("reference")
+    return [] if ref is None else [ref] if isinstance(ref, str) else list(ref)
 
 
 def trained_at(run: Path) -> list[dict[str, Any]]:
@@ -191,9 +203,10 @@ def run_and_test(cfg, splits, test: dict[str, Any], checkpoint: str | None, prog
         trainer.load_best()
     # the run's config sets the test protocol (for a loaded checkpoint: the spec's, not the one it trained with)
     protocol = replace(cfg, transductive=test.get("transductive", cfg.transductive))
-    cache = Path(cfg.out) / "sweep_tests.json" if not checkpoint else None
-    stored = json.loads(cache.read_text()) if cache is not None and cache.exists() else {}
-    results = {}
+    # tests are cached in the run directory, keyed by the model (its best iteration, or a loaded file's mtime)
+    cache = Path(cfg.out) / "sweep_tests.json"
+    stored = json.loads(cache.read_text()) if cache.exists() else {}
+    results, new = {}, {}
     for seed, q in itertools.product(test.get("seeds", [protocol.eval_seed]), test["queries"]):
         episodes = replace(protocol, eval_seed=seed)
         key = (f"{tag}_{episodes.test_way or episodes.way}w{episodes.shot}s_q{q}_{test['episodes']}x_"
@@ -202,9 +215,13 @@ def run_and_test(cfg, splits, test: dict[str, Any], checkpoint: str | None, prog
         if key not in stored:
             res = evaluate_config(method, splits["test"], episodes, test["episodes"], q)
             stored[key] = res.to_dict(per_episode=True)
+            new[f"{q}q" if seed == protocol.eval_seed else f"{q}q/seed{seed}"] = res.accuracy
         results[str(q) if seed == protocol.eval_seed else f"{q}/seed{seed}"] = stored[key]
-    if cache is not None:
-        atomic_save(json.dumps(stored), cache, write=lambda text, file: Path(file).write_text(text))
+    atomic_save(json.dumps(stored), cache, write=lambda text, file: Path(file).write_text(text))
+    board = None if checkpoint else trainer.tensorboard()  # a trained run's curves end with its tests
+    if board is not None and new:
+        board.test(new, trainer.iteration)
+        board.close()
     return {"config": trained.to_dict(), **facts, "device": describe(cfg.device), "test": results}
 
 
@@ -223,7 +240,8 @@ def paired_differences(ref: dict[str, Any], row: dict[str, Any]) -> dict[str, di
 def table(summary: dict[str, Any]) -> str:
     """Markdown: a row per run, a column per test query count, paired differences where a reference is set."""
     queries = list(dict.fromkeys(q for r in summary["runs"].values() for q in r["test"]))
-    ref = summary["spec"].get("reference")
+    refs = references(summary["spec"])
+    ref = refs[0] if len(refs) == 1 else "reference" if refs else None
     head = "| run | " + " | ".join(f"test: {q} q/class (%)" for q in queries)
     head += f" | {ref} − run (paired, %)" if ref else ""
     lines = [head + " | train time | best iteration |", "|---|" + "---|" * (len(queries) + bool(ref) + 2)]
@@ -232,7 +250,8 @@ def table(summary: dict[str, Any]) -> str:
                  if q in r["test"] else "–" for q in queries]
         if ref:
             d = r.get("paired_difference", {})
-            cells.append(", ".join(f"{100 * v['mean']:+.2f} ± {100 * v['ci95']:.2f} ({q} q)" for q, v in d.items()) or "—")
+            paired = ", ".join(f"{100 * v['mean']:+.2f} ± {100 * v['ci95']:.2f} ({q} q)" for q, v in d.items())
+            cells.append(f"{r['paired_with']}: {paired}" if paired and len(refs) > 1 else paired or "—")
         seconds = r.get("train_seconds")
         took = "loaded" if seconds is None else f"{seconds:.0f} s" if seconds < 60 else f"{seconds / 60:.1f} min"
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {took} | {r.get('best_iteration', '–')} |")

@@ -35,9 +35,10 @@ class TensorBoardLog:
             self.writer.add_figure("figure/edge_labels", fig, step, close=True)
             self.writer.flush()
 
-    def test(self, results, step: int) -> None:
-        for r in results:
-            self.writer.add_scalar(f"test/accuracy_{r.protocol['query']}q", r.accuracy, step)
+    def test(self, accuracies: dict[str, float], step: int) -> None:
+        """``{"1q": 0.99, "15q/seed1": 0.98}`` as ``test/accuracy_1q``, ``test/accuracy_15q/seed1``."""
+        for protocol, accuracy in accuracies.items():
+            self.writer.add_scalar(f"test/accuracy_{protocol}", accuracy, step)
         self.writer.flush()
 
     def close(self) -> None:

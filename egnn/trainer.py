@@ -399,7 +399,7 @@ class Trainer:
         (self.out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
         board = self.tensorboard()
         if board is not None:
-            board.test(results, self.iteration)
+            board.test({f"{r.protocol['query']}q": r.accuracy for r in results}, self.iteration)
             board.close()
         return results
 

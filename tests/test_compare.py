@@ -41,7 +41,7 @@ def test_compare_trains_and_evaluates_all_models_on_identical_episodes(tmp_path)
     assert (tmp_path / "cmp.png").stat().st_size > 0 and "| egnn |" in (tmp_path / "cmp.md").read_text()
 
     # a second call loads the finished runs instead of training again, and reproduces the numbers
-    spec["models"]["egnn"] = {"checkpoint": str(tmp_path / "egnn" / "best.pt")}
+    spec["models"]["egnn"] = {"checkpoint": str(tmp_path / "egnn" / "best.pt"), "out": str(tmp_path / "loaded")}
     spec["output"] = str(tmp_path / "again")
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
     assert cli("compare", "--config", tmp_path / "spec.yaml", "--quiet").returncode == 0

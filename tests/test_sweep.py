@@ -89,6 +89,31 @@ def test_set_wins_over_base_runs_and_grid_and_a_part_may_report_alone(tmp_path):
     assert_user_error(cli("sweep", spec, "--set", "wayy=3"), "unknown config key(s) wayy")
 
 
+def test_a_list_of_references_pairs_each_run_with_the_one_on_its_episodes(tmp_path):
+    # cross-way: the 3-way model tested at 2 ways is paired with the native 2-way model, not the 3-way one
+    spec = write_spec(tmp_path, runs={"w3": {"way": 3}, "w2": {"way": 2},
+                                      "w3@2": {"checkpoint": "{runs}/w3/best.pt", "way": 2}},
+                      grid={}, reference=["w3", "w2"])
+    assert cli("sweep", spec, "--quiet").returncode == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    rows = report["runs"]
+    cross = rows["w3@2"]
+    assert cross["paired_with"] == "w2" and set(cross["paired_difference"]) == {"1", "2"}
+    for q in ("1", "2"):
+        diff = torch.tensor(rows["w2"]["test"][q]["per_episode_accuracy"]) - torch.tensor(
+            cross["test"][q]["per_episode_accuracy"])
+        assert cross["paired_difference"][q] == dict(zip(("mean", "ci95"), mean_ci95(diff)))
+    assert "paired_difference" not in rows["w3"] and "paired_difference" not in rows["w2"]
+    assert "| reference − run (paired, %) |" in (tmp_path / "report.md").read_text()
+    assert "| w3@2 |" in (tmp_path / "report.md").read_text() and "w2: " in (tmp_path / "report.md").read_text()
+    # a loaded model's tests are cached like a trained one's: the report is re-made without evaluating again
+    from unittest import mock
+
+    with mock.patch("egnn.sweep.evaluate_config", side_effect=AssertionError("evaluated again")):
+        assert cli("sweep", spec, "--quiet").returncode == 0
+    assert json.loads((tmp_path / "report.json").read_text())["runs"]["w3@2"]["test"] == cross["test"]
+
+
 def test_runs_placeholder_is_filled_in_base_values_too(tmp_path):
     # every run of a chain may build on one earlier run: {runs} in base names the sweep's run directory
     spec = write_spec(tmp_path, base={**BASE, "model": "mtl", "transductive": False,
