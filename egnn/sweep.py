@@ -71,11 +71,11 @@ def load_sweep(path: str | Path, set_values: dict[str, Any] | None = None) -> di
     grid = spec.setdefault("grid", {})
     if not isinstance(grid, dict) or not all(isinstance(v, list) and v for v in grid.values()):
         raise ConfigError(f"sweep config {path}: grid maps config keys to non-empty lists of values, got {grid!r}")
+    runs = expand(spec)
     for ref in references(spec):
-        if ref not in expand(spec):
-            raise ConfigError(f"sweep config {path}: reference '{ref}' is not one of its runs "
-                              f"{', '.join(expand(spec))}")
-    for name, overrides in expand(spec).items():
+        if ref not in runs:
+            raise ConfigError(f"sweep config {path}: reference '{ref}' is not one of its runs {', '.join(runs)}")
+    for name, overrides in runs.items():
         make_config(spec.get("base", {}), **{k: v for k, v in overrides.items() if k not in ("checkpoint", "test")})
     return spec
 
@@ -212,16 +212,18 @@ def run_and_test(cfg, splits, test: dict[str, Any], checkpoint: str | None, prog
         key = (f"{tag}_{episodes.test_way or episodes.way}w{episodes.shot}s_q{q}_{test['episodes']}x_"
                f"seed{seed}_r{episodes.label_ratio}_{episodes.unlabeled}_"
                f"{'trans' if episodes.transductive else 'nontrans'}")
+        label = str(q) if seed == protocol.eval_seed else f"{q}/seed{seed}"
         if key not in stored:
             res = evaluate_config(method, splits["test"], episodes, test["episodes"], q)
             stored[key] = res.to_dict(per_episode=True)
-            new[f"{q}q" if seed == protocol.eval_seed else f"{q}q/seed{seed}"] = res.accuracy
-        results[str(q) if seed == protocol.eval_seed else f"{q}/seed{seed}"] = stored[key]
-    atomic_save(json.dumps(stored), cache, write=lambda text, file: Path(file).write_text(text))
-    board = None if checkpoint else trainer.tensorboard()  # a trained run's curves end with its tests
-    if board is not None and new:
-        board.test(new, trainer.iteration)
-        board.close()
+            new[label] = res.accuracy
+        results[label] = stored[key]
+    if new:
+        atomic_save(json.dumps(stored), cache, write=lambda text, file: Path(file).write_text(text))
+        board = None if checkpoint else trainer.tensorboard()  # a trained run's curves end with its tests
+        if board is not None:
+            board.test(new, trainer.iteration)
+            board.close()
     return {"config": trained.to_dict(), **facts, "device": describe(cfg.device), "test": results}
 
 

@@ -36,9 +36,11 @@ class TensorBoardLog:
             self.writer.flush()
 
     def test(self, accuracies: dict[str, float], step: int) -> None:
-        """``{"1q": 0.99, "15q/seed1": 0.98}`` as ``test/accuracy_1q``, ``test/accuracy_15q/seed1``."""
-        for protocol, accuracy in accuracies.items():
-            self.writer.add_scalar(f"test/accuracy_{protocol}", accuracy, step)
+        """Test accuracies by queries per class, as a sweep labels them (``{"1": 0.99, "15/seed1": 0.98}``):
+        ``test/accuracy_1q``, ``test/accuracy_15q/seed1``."""
+        for label, accuracy in accuracies.items():
+            queries, _, seed = label.partition("/")
+            self.writer.add_scalar(f"test/accuracy_{queries}q" + (f"/{seed}" if seed else ""), accuracy, step)
         self.writer.flush()
 
     def close(self) -> None:

@@ -243,7 +243,7 @@ class Trainer:
 
     def _loop(self, progress: bool) -> None:
         cfg = self.cfg
-        self.board = self.tensorboard()
+        self.board = self.tensorboard() if self.stop_reason() is None else None  # a finished run logs nothing more
         if self.board is not None:  # the episode the method's figure draws at every validation
             self.board_episode = EpisodeSampler(self.splits["val"], cfg.test_way or cfg.way, cfg.shot, cfg.eval_query,
                                                 seed=cfg.eval_seed, label_ratio=cfg.label_ratio).episode(0)
@@ -399,7 +399,7 @@ class Trainer:
         (self.out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
         board = self.tensorboard()
         if board is not None:
-            board.test({f"{r.protocol['query']}q": r.accuracy for r in results}, self.iteration)
+            board.test({str(r.protocol['query']): r.accuracy for r in results}, self.iteration)
             board.close()
         return results
 

@@ -53,7 +53,9 @@ def test_a_sweeps_runs_share_one_log_directory_with_their_tests(tmp_path):
         for q in ("1", "2"):
             (point,) = boards.Scalars(f"{name}/tensorboard", f"test/accuracy_{q}q")
             assert point.value == pytest.approx(report[name]["test"][q]["accuracy"]) and point.step == 4
-    # a second call reads its tests from the cache and logs nothing twice
+    # a second call reads its tests from the cache and logs nothing twice (not even an empty event file)
+    files = sorted((tmp_path / "runs" / "q1" / "tensorboard").iterdir())
     assert cli("sweep", spec, "--set", "log=tensorboard", "--quiet").returncode == 0
+    assert sorted((tmp_path / "runs" / "q1" / "tensorboard").iterdir()) == files
     again = EventMultiplexer().AddRunsFromDirectory(str(tmp_path / "runs")).Reload()
     assert len(again.Scalars("q1/tensorboard", "test/accuracy_1q")) == 1
