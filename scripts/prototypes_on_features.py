@@ -17,10 +17,10 @@ from pathlib import Path
 import torch
 
 from egnn.data import load_dataset
+from egnn.devices import describe
 from egnn.episodes import EpisodeSampler
-from egnn.losses import mean_ci95, query_accuracy
 from egnn.graph import collate
-
+from egnn.losses import mean_ci95, query_accuracy
 from egnn.models import load_trained
 from egnn.provenance import provenance
 
@@ -54,7 +54,7 @@ def main() -> None:
             protos.append((nearest == dense.y[:, supports:]).float().mean(1))
     graph, protos = torch.cat(graph).float(), torch.cat(protos)
     result = {"checkpoint": args.checkpoint, "way": args.way, "shot": args.shot, "query": args.query,
-              "episodes": args.episodes, "seed": 0, "transductive": True}
+              "episodes": args.episodes, "seed": 0, "transductive": True, "device": describe("cpu")}
     for name, acc in (("graph_vote", graph), ("prototypes", protos), ("graph_minus_prototypes", graph - protos)):
         mean, ci = mean_ci95(acc)
         result[name] = {"mean": mean * 100, "ci95": ci * 100}
