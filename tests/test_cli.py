@@ -2,6 +2,7 @@
 point itself is the subject (a first training, a usage error with no traceback), the same ``main`` in this
 process for the rest (:func:`tests.conftest.cli`), which spares ~5 s of importing torch per call."""
 import json
+import subprocess
 
 import pytest
 import torch
@@ -193,6 +194,27 @@ def test_provenance_names_the_command_the_revision_and_uncommitted_changes():
     if made["git_revision"] is not None:  # a git checkout (CI's is one)
         assert len(made["git_revision"]) == 40 and isinstance(made["uncommitted_changes"], bool)
 
+
+
+def test_uncommitted_changes_are_code_and_config_changes_not_results(tmp_path):
+    """A result made while other results files were rewritten still ran the committed code; a changed config did not."""
+    from egnn.provenance import uncommitted_changes
+
+    git = lambda *a: subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *a], cwd=tmp_path,
+                                    check=True, capture_output=True)
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "a.json").write_text("{}")
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "a.yaml").write_text("way: 5")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "first")
+    assert uncommitted_changes(tmp_path) is False
+    (tmp_path / "results" / "a.json").write_text('{"accuracy": 1}')
+    assert uncommitted_changes(tmp_path / "configs") is False  # from any folder of the checkout
+    (tmp_path / "configs" / "a.yaml").write_text("way: 20")
+    assert uncommitted_changes(tmp_path / "results") is True
+    assert uncommitted_changes(tmp_path.parent / "nowhere") is None
 
 #: a valid value other than the default for every config key, as a flag would give it
 FLAG_VALUES = dict(
