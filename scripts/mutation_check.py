@@ -190,6 +190,9 @@ MUTANTS = [
     Mutant("errors: the memory check is skipped", "egnn/memory.py",
            "    if budget is not None and need > budget:", "    if budget is not None and need > 2 * budget:",
            ("tests/test_memory.py", "tests/test_cli.py::test_episode_batch_too_large_for_memory_names_the_fix")),
+    Mutant("provenance: rewritten results files count as uncommitted code", "egnn/provenance.py",
+           '":(top)", ":(top,exclude)results",', '":(top)",',
+           ("tests/test_cli.py::test_uncommitted_changes_are_code_and_config_changes_not_results",)),
 ]
 
 
