@@ -36,9 +36,9 @@ def provenance(program: str = "egnn", argv: Optional[list[str]] = None,
                started: Optional[float] = None) -> dict[str, Any]:
     """``{"command", "git_revision", "uncommitted_changes"}`` for the running command: ``program`` (as typed,
     e.g. ``python scripts/bench_speed.py``) and its arguments ``argv`` (default ``sys.argv[1:]``), shell-quoted.
-    ``uncommitted_changes`` says whether tracked files (results files aside) differed from the revision when the result was made (None
-    outside a git checkout), so a result is never silently attributed to code it did not run. With ``started``
-    (a ``time.time()``), also ``wall_seconds``: how long the command took until now."""
+    ``uncommitted_changes`` says whether tracked files (results files aside) differed from the revision when the
+    result was made (None outside a git checkout), so a result is never silently attributed to code it did not run.
+    With ``started`` (a ``time.time()``), also ``wall_seconds``: how long the command took until now."""
     args = sys.argv[1:] if argv is None else argv
     made = {"command": " ".join([program, shlex.join(args)]) if args else program,
             "git_revision": git_revision(), "uncommitted_changes": uncommitted_changes()}

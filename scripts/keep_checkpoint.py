@@ -4,7 +4,7 @@
     python scripts/keep_checkpoint.py runs/omniglot_5w1s_cpu --name omniglot_5w1s
     python scripts/keep_checkpoint.py runs/time_to_accuracy/egnn --snapshot 30 --name omniglot_5w1s \\
         --tests results/time_to_accuracy_cpu.json:egnn/30
-    python scripts/keep_checkpoint.py runs/sweep/sweep_omniglot_cpu/20w1s_trans --name omniglot_20w1s \
+    python scripts/keep_checkpoint.py runs/sweep/sweep_omniglot_cpu/20w1s_trans --name omniglot_cpu_20w1s_trans \\
         --sweep results/omniglot_cpu.json:20w1s_trans
 
 Copies the run's ``best.pt`` (or ``snapshots/<m>min.pt``), which hold the config, the weights and the input shape

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from egnn.data import load_dataset
 from egnn.devices import describe
 from egnn.episodes import EpisodeSampler
-from egnn.graph import collate
+from egnn.graph import DenseEpisodes, collate
 from egnn.losses import mean_ci95
 from egnn.models import load_trained
 from egnn.provenance import provenance
@@ -55,16 +55,20 @@ def main() -> None:
             inner["nodes"] = []
             batch = collate(sampler.batch(first, min(args.batch, args.episodes - first)), full_edges=True)
             out = method(batch, transductive=True)
-            labels = out.query_labels  # (B, Q)
-            onehot = F.one_hot(batch.y.view(labels.shape[0], -1)[:, :supports], args.way).float()  # (B, S, way)
+            labels, dense = out.query_labels, DenseEpisodes.from_batch(batch)  # (B, Q); supports first
+
+            def vote(similarity: torch.Tensor) -> torch.Tensor:  # the method's own vote, on other edges
+                return method.queries(method.vote(similarity, dense), dense).argmax(-1)
+
+            onehot = F.one_hot(dense.y[:, :supports], args.way).float()  # (B, S, way)
             hits = {"graph_vote": out.logits.argmax(-1), "prototypes": nearest_mean(inner["embedding"], onehot)}
             edges = out.extras["edges"][..., 0]  # (L, B, N, N)
             for layer, sim in enumerate(edges, 1):
-                hits[f"layer{layer}_vote"] = (sim[:, supports:, :supports] @ onehot).argmax(-1)
+                hits[f"layer{layer}_vote"] = vote(sim)
             last = edges[-1][:, supports:, :supports, None]  # (B, Q, S, 1)
             hits["max_vote"] = (last * onehot[:, None]).amax(2).argmax(-1)
             hits["log_vote"] = (last.clamp_min(1e-12).log() * onehot[:, None]).sum(2).argmax(-1)
-            hits["raw_similarity_vote"] = (inner["raw_similarity"][:, supports:, :supports] @ onehot).argmax(-1)
+            hits["raw_similarity_vote"] = vote(inner["raw_similarity"])
             for layer, v in enumerate(inner["nodes"], 1):
                 hits[f"node{layer}_prototypes"] = nearest_mean(v, onehot)
             for name, pred in hits.items():
@@ -112,6 +116,7 @@ def capture_inner_values(method) -> dict:
 
     last.pair_similarity = keep  # in eval mode the edge update takes this symmetric path
     return inner
+
 
 def nearest_mean(v: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
     """Each query's nearest class mean (Euclidean) of the labeled supports' features: ``(B, Q)`` predictions

@@ -195,7 +195,6 @@ def test_provenance_names_the_command_the_revision_and_uncommitted_changes():
         assert len(made["git_revision"]) == 40 and isinstance(made["uncommitted_changes"], bool)
 
 
-
 def test_uncommitted_changes_are_code_and_config_changes_not_results(tmp_path):
     """A result made while other results files were rewritten still ran the committed code; a changed config did not."""
     from egnn.provenance import uncommitted_changes
@@ -215,6 +214,7 @@ def test_uncommitted_changes_are_code_and_config_changes_not_results(tmp_path):
     (tmp_path / "configs" / "a.yaml").write_text("way: 20")
     assert uncommitted_changes(tmp_path / "results") is True
     assert uncommitted_changes(tmp_path.parent / "nowhere") is None
+
 
 #: a valid value other than the default for every config key, as a flag would give it
 FLAG_VALUES = dict(
