@@ -66,7 +66,7 @@ CONFIG_OPTIONS = {
     "query": typer.Option(None, help="Queries per class in training episodes."),
     "query_max": typer.Option(None, help="Draw each training batch's queries per class uniformly "
         "from --query..--query-max (robust to the test query count); 0: fixed "
-        "--query; -1 (default): 15 for transductive EGNN/GNN, else fixed."),
+        "--query; -1 (default): 10 for transductive EGNN/GNN, else fixed."),
     "eval_query": typer.Option(None, help="Queries per class in validation/test episodes."),
     "test_way": typer.Option(None, help="Classes per validation/test episode (default: --way)."),
     "label_ratio": typer.Option(None, help="Fraction of each class's supports that is labeled."),
@@ -98,7 +98,7 @@ CONFIG_OPTIONS = {
         "reference) or batch (whole batch)."),
     "conv4_padding": typer.Option(None, help="reference (second convolution unpadded) or same."),
     "graph_slope": typer.Option(None, help="LeakyReLU slope of the graph MLPs (reference: 0.01)."),
-    "iterations": typer.Option(None, help="Meta-training iterations (0: 100, or until --max-minutes)."),
+    "iterations": typer.Option(None, help="Meta-training iterations (0: 150, or until --max-minutes)."),
     "tasks_per_batch": typer.Option(None, help="Episodes per iteration (images, for --model classifier)."),
     "lr": typer.Option(None, help="Learning rate (Adam; SGD for --model classifier)."),
     "val_every": typer.Option(None, help="Validate and checkpoint every N iterations."),

@@ -12,7 +12,11 @@ import yaml
 from egnn.errors import ConfigError
 
 
-AUTO_QUERY_MAX = 15  # the most queries per class a test protocol commonly uses (EGNN's users: 15)
+# the automatic range of training queries per class for transductive graph methods: 1..10 keeps the accuracy of
+# 1..15 at 15 test queries and costs about 0.7 of its step, so the same time buys more steps
+# (results/quickstart_recipe_cpu.md: +0.60 +- 0.41 at 1 query, -0.02 +- 0.15 at 15, in the quick start's time)
+AUTO_QUERY_MAX = 10
+AUTO_ITERATIONS = 150  # iterations of a run without --iterations or a time budget: the quick start's
 
 
 @dataclass
@@ -33,7 +37,7 @@ class Config:
     shot: int = 1
     query: int = 1  # queries per class in training episodes
     # > query: every training batch draws its queries per class uniformly from query..query_max; 0: always query;
-    # -1 (auto): query..max(query, 15) for transductive graph methods, whose accuracy otherwise collapses when
+    # -1 (auto): query..max(query, 10) for transductive graph methods, whose accuracy otherwise collapses when
     # the test query count differs from training (results/query_protocol_omniglot.json), else fixed
     query_max: int = -1
     eval_query: int = 1  # queries per class in validation and test episodes
@@ -62,7 +66,7 @@ class Config:
     graph_slope: float = 0.01  # LeakyReLU slope of the node and edge MLPs (the reference's nn.LeakyReLU() default)
     knn: int = 0  # > 0: transductive EGNN on sparse graphs, edges from each node's knn nearest nodes and supports
     # optimisation
-    iterations: int = 0  # 0 (auto): 100, or as many as the time budget allows when max_minutes is set
+    iterations: int = 0  # 0 (auto): 150, or as many as the time budget allows when max_minutes is set
     tasks_per_batch: int = 20
     lr: float = 1e-3
     weight_decay: float = 1e-6
@@ -94,7 +98,7 @@ class Config:
         if self.image_size < 0:
             raise ConfigError(f"image-size must be at least 1 (or 0 for the dataset's own), got {self.image_size}")
         if self.iterations < 0:
-            raise ConfigError(f"iterations must be at least 1 (or 0: 100, or until --max-minutes), got {self.iterations}")
+            raise ConfigError(f"iterations must be at least 1 (or 0: 150, or until --max-minutes), got {self.iterations}")
         positive = ["way", "shot", "query", "eval_query", "layers", "tasks_per_batch",
                     "val_every", "val_episodes", "test_episodes", "eval_batch", "embedding", "node_features",
                     "edge_features", "lr_halve_every"]
@@ -171,11 +175,11 @@ class Config:
         return self.query, max(self.query, self.query_max)
 
     def iteration_limit(self) -> float:
-        """Iterations the run may take: ``iterations``, or for 0 (auto) 100 without a time budget and no limit
-        with one."""
+        """Iterations the run may take: ``iterations``, or for 0 (auto) ``AUTO_ITERATIONS`` without a time budget
+        and no limit with one."""
         if self.iterations:
             return self.iterations
-        return math.inf if self.max_minutes else 100
+        return math.inf if self.max_minutes else AUTO_ITERATIONS
 
     def progress(self, iteration: int, seconds: float) -> float:
         """Share of the run done after ``iteration`` iterations and ``seconds`` of its time budget, in ``[0, 1]``:

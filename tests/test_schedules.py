@@ -21,7 +21,7 @@ def test_schedule_factors_by_hand(tmp_path):
     assert episodic_schedule(tiny_config(tmp_path)) == StepHalving(15000)  # the reference, without a budget
     assert episodic_schedule(tiny_config(tmp_path, max_minutes=5)) == Cosine()
     assert episodic_schedule(tiny_config(tmp_path, max_minutes=5, lr_schedule="step", lr_halve_every=7)) == StepHalving(7)
-    assert tiny_config(tmp_path, iterations=0).iteration_limit() == 100
+    assert tiny_config(tmp_path, iterations=0).iteration_limit() == 150
     assert tiny_config(tmp_path, iterations=0, max_minutes=1).iteration_limit() == math.inf
     assert tiny_config(tmp_path, iterations=10, max_minutes=1).progress(4, 30.0) == 0.5  # time is further along
     assert tiny_config(tmp_path, iterations=10, max_minutes=1).progress(8, 30.0) == 0.8  # iterations are

@@ -137,8 +137,8 @@ def test_random_queries_per_batch_are_seeded_and_in_range(tmp_path):
         tiny_config(tmp_path, query=3, query_max=2)
 
 
-def test_default_recipe_draws_up_to_15_queries_only_where_transduction_needs_it(tmp_path):
-    """query_max=-1 (the default): transductive graph methods train on 1..15 queries per class, because their
+def test_default_recipe_draws_up_to_10_queries_only_where_transduction_needs_it(tmp_path):
+    """query_max=-1 (the default): transductive graph methods train on 1..10 queries per class, because their
     accuracy otherwise depends on the test query count; non-transductive runs and ProtoNet keep --query."""
     auto = dict(query=1, query_max=-1)
     trans = Trainer(tiny_config(tmp_path, **auto), SPLITS)
@@ -146,12 +146,12 @@ def test_default_recipe_draws_up_to_15_queries_only_where_transduction_needs_it(
     for it in range(300):
         trans.iteration = it
         draws.add(trans.batch_query())
-    assert draws == set(range(1, 16))
-    assert tiny_config(tmp_path, query=3, query_max=-1).train_queries() == (3, 15)
+    assert draws == set(range(1, 11))
+    assert tiny_config(tmp_path, query=3, query_max=-1).train_queries() == (3, 10)
     assert tiny_config(tmp_path, query=20, query_max=-1).train_queries() == (20, 20)
     assert tiny_config(tmp_path, transductive=False, **auto).train_queries() == (1, 1)
     assert tiny_config(tmp_path, model="protonet", **auto).train_queries() == (1, 1)
-    assert tiny_config(tmp_path, model="gnn", **auto).train_queries() == (1, 15)
+    assert tiny_config(tmp_path, model="gnn", **auto).train_queries() == (1, 10)
     assert tiny_config(tmp_path, query=1, query_max=0).train_queries() == (1, 1)
     assert tiny_config(tmp_path, **auto).train_queries(available=6) == (1, 6)  # small classes cap the range
     assert tiny_config(tmp_path, query=8, query_max=-1).train_queries(available=6) == (8, 8)
