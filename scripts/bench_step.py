@@ -31,6 +31,13 @@ RECIPES = {
     "5w1s q1-15": {"query_max": 15},
     "5w5s q5": {"shot": 5, "query": 5, "query_max": 0},
     "5w1s q1 non-transductive": {"query_max": 0, "transductive": False},
+    "5w1s q1-5 bf16": {"query_max": 5, "precision": "bf16"},
+    # the 20-way 5-shot non-transductive bar row: a 101-node graph per query, so few tasks a batch
+    "20w5s q1 non-transductive 2 tasks": {"way": 20, "shot": 5, "query_max": 0, "transductive": False,
+                                          "tasks_per_batch": 2},
+    "20w5s q1 non-transductive 5 tasks": {"way": 20, "shot": 5, "query_max": 0, "transductive": False,
+                                          "tasks_per_batch": 5},
+    "20w5s q1-5 10 tasks": {"way": 20, "shot": 5, "query_max": 5, "tasks_per_batch": 10},
 }
 
 
