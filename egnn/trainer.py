@@ -125,6 +125,8 @@ class Trainer:
     # -- checkpoints -------------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
         return {"config": self.cfg.to_dict(), "in_channels": self.image_shape[0], "image_size": self.image_shape[-1],
+                # the automatic query range is the code's (it changed once), so the range itself is kept too
+                "train_queries": list(self.cfg.train_queries(self.available)),
                 "backbone_arch": getattr(self.method.backbone, "arch", None),
                 "model": self.method.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scaler": self.scaler.state_dict(),
@@ -140,6 +142,8 @@ class Trainer:
                     "edge_features", "seed", "transductive", "query", "train_queries", "tasks_per_batch"):
             was, now = (c.train_queries(self.available) if key == "train_queries" else getattr(c, key)
                         for c in (saved, self.cfg))
+            if key == "train_queries" and "train_queries" in blob:  # as trained, not as today's code resolves it
+                was = tuple(blob["train_queries"])
             if was != now:
                 raise UserError(f"cannot resume {path}: it was trained with {key}={was!r}, now {now!r}; use the "
                                 f"same settings or another --out")

@@ -169,6 +169,21 @@ def test_checkpoints_from_before_random_queries_resume_with_fixed_queries(tmp_pa
     assert trainer.iteration == 3 and again.iteration == 6
 
 
+def test_resume_keeps_the_query_range_the_run_was_trained_with(tmp_path, monkeypatch):
+    """The automatic query range is the code's, and it changed once (1..15, then 1..10): a run trained under the
+    old one does not go on silently under the new one, and resumes when given its range explicitly."""
+    import egnn.config
+
+    monkeypatch.setattr(egnn.config, "AUTO_QUERY_MAX", 15)
+    fit(tiny_config(tmp_path, iterations=3, val_every=3, query_max=-1))
+    assert torch.load(tmp_path / "last.pt", weights_only=False)["train_queries"] == [2, 15]
+    monkeypatch.setattr(egnn.config, "AUTO_QUERY_MAX", 10)
+    with pytest.raises(UserError, match=r"train_queries=\(2, 15\), now \(2, 10\)"):
+        Trainer(tiny_config(tmp_path, iterations=6, query_max=-1), SPLITS).fit(resume=True, progress=False)
+    again = fit(tiny_config(tmp_path, iterations=6, query_max=15), resume=True)
+    assert again.iteration == 6
+
+
 def test_sparse_evaluation_with_every_neighbour_matches_dense(tmp_path):
     """egnn eval --knn: node-only graphs, kNN edges built in the method; with k >= N it is the dense result."""
     fit(tiny_config(tmp_path))
