@@ -193,6 +193,9 @@ MUTANTS = [
     Mutant("provenance: rewritten results files count as uncommitted code", "egnn/provenance.py",
            '":(top)", ":(top,exclude)results",', '":(top)",',
            ("tests/test_cli.py::test_uncommitted_changes_are_code_and_config_changes_not_results",)),
+    Mutant("resume: the query range a checkpoint kept is ignored (today's automatic range taken)", "egnn/trainer.py",
+           '                was = tuple(blob["train_queries"])', "                pass",
+           ("tests/test_trainer.py::test_resume_keeps_the_query_range_the_run_was_trained_with",)),
 ]
 
 
