@@ -303,11 +303,11 @@ def evaluate(
     result = run(method, splits[split], proto, proto.test_episodes, device=device)
     typer.echo(str(result))
     if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
+        from egnn.data.paths import atomic_write_text
         from egnn.provenance import provenance
 
-        output.write_text(json.dumps({**provenance(),
-                                      "checkpoint": str(checkpoint), **result.to_dict()}, indent=2) + "\n")
+        atomic_write_text(output, json.dumps({**provenance(), "checkpoint": str(checkpoint), **result.to_dict()},
+                                             indent=2) + "\n")
 
 
 @app.command()
@@ -332,6 +332,7 @@ def visualize(
 
     from egnn.config import make_config
     from egnn.data import load_dataset
+    from egnn.data.paths import atomic_write_text
     from egnn.episodes import EpisodeSampler
     from egnn.methods import EGNNMethod
     from egnn.models import load_trained
@@ -350,8 +351,9 @@ def visualize(
     graphs = episode_graphs(method, ep, transductive=p.transductive)
     files = render(graphs, out)
     summary = [asdict(summarize(g)) for g in graphs]
-    (out / "summary.json").write_text(json.dumps({"checkpoint": str(checkpoint), "episode": episode,
-                                                  "transductive": p.transductive, "stages": summary}, indent=2) + "\n")
+    atomic_write_text(out / "summary.json", json.dumps({"checkpoint": str(checkpoint), "episode": episode,
+                                                        "transductive": p.transductive, "stages": summary},
+                                                       indent=2) + "\n")
     for s in summary:
         typer.echo(f"{s['stage']:>8s}: within {s['within_class_similarity']:.3f}  across "
                    f"{s['across_class_similarity']:.3f}  query acc {s['query_accuracy']:.3f}  edge acc "
@@ -399,10 +401,14 @@ def sweep(
                                    "(e.g. to start one --only process per run)."),
     report: bool = typer.Option(False, "--report", help="With --only: report on those runs alone (JSON, Markdown, "
                                 "PNG), e.g. the part of a sweep one GPU call could train."),
+    merge: bool = typer.Option(False, "--merge", help="Add the rows of these runs to the spec's existing report, "
+                               "keeping its other rows, each with the command and revision that made it: a sweep "
+                               "whose parts ran in different sessions or on different machines, reported whole."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Train every run of a grid of configs, test all on the same fixed episodes, write JSON, Markdown and PNG."""
-    from egnn.sweep import chosen_runs, load_sweep, parse_set, sweep as run, table, write
+    from egnn.sweep import (chosen_runs, kept_rows, load_sweep, merge as merge_into, parse_set, sweep as run, table,
+                            write)
 
     started = time.time()
     parsed = load_sweep(spec, parse_set(set_values or []))
@@ -413,14 +419,21 @@ def sweep(
         parsed["runs_dir"] = str(runs)
     if output is not None:
         parsed["output"] = str(output)
+    previous = Path(parsed["output"]).with_suffix(".json")
+    kept = kept_rows(parsed, previous, chosen_runs(parsed, only)) if merge else {}  # checked before training
     summary = run(parsed, progress=not quiet, only=only)
-    if only and not report:
+    if only and not (report or merge):
         typer.echo(f"trained and tested {', '.join(summary['runs'])} in {parsed['runs_dir']}; run without --only "
-                   f"(or with --report) to report")
+                   f"(or with --report or --merge) to report")
         return
     from egnn.provenance import provenance
 
-    summary.update(provenance(started=started))
+    made = provenance(started=started)
+    if merge:
+        summary = merge_into(summary, parsed, kept, {k: made[k] for k in made if k != "wall_seconds"})
+        if kept:
+            typer.echo(f"kept from {previous}: {', '.join(kept)}")
+    summary.update(made)
     typer.echo(table(summary))
     files = write(summary, parsed["output"])
     typer.echo(f"wrote {', '.join(str(f) for f in files.values())}")

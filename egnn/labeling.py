@@ -17,7 +17,7 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
-from egnn.data.paths import atomic_save
+from egnn.data.paths import atomic_write_text
 from egnn.errors import DataError, UserError
 from egnn.predict import Predictions, support_files, unknown_threshold
 from egnn.suggest import suggest
@@ -138,7 +138,7 @@ class LabelingSession:
                                 lineterminator="\n")
         writer.writeheader()
         writer.writerows(self.rows())
-        atomic_save(text.getvalue(), path, write=lambda s, f: Path(f).write_text(s))
+        atomic_write_text(path, text.getvalue())
         return Path(path)
 
     def summary(self) -> str:

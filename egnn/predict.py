@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from egnn.data.images import IMAGE_SUFFIXES, image_files
-from egnn.data.paths import atomic_save
+from egnn.data.paths import atomic_save, atomic_write_text
 from egnn.devices import describe
 from egnn.errors import DataError
 from egnn.unknowns import DEFAULT_RATE
@@ -99,7 +99,7 @@ class Predictions:
         writer = csv.DictWriter(text, self.COLUMNS, lineterminator="\n")
         writer.writeheader()
         writer.writerows(self.rows())
-        atomic_save(text.getvalue(), path, write=lambda s, f: Path(f).write_text(s))
+        atomic_write_text(path, text.getvalue())
 
     def __str__(self) -> str:
         shots = sorted({len(v) for v in self.supports.values()})

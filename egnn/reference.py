@@ -19,6 +19,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from egnn.data.paths import atomic_write_text
 from egnn.errors import CheckpointError
 
 # miniImageNet pixel statistics the original's loaders normalise with (data.py), in [0, 1] units
@@ -177,8 +178,8 @@ def import_reference(checkpoint: str | Path, out: str | Path, dataset: str = "om
     save_checkpoint(out / "best.pt", config=cfg.to_dict(), model=method.state_dict(), in_channels=3,
                     image_size=IMAGE_SIZE, backbone_arch=None, iteration=int(iteration) if iteration else 0,
                     val_acc=float(rest["val_acc"]) if "val_acc" in rest else None, imported_from=str(checkpoint))
-    (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    (out / "imported.json").write_text(json.dumps({**(provenance or {}), "source": str(checkpoint),
-                                                   "iteration": int(iteration) if iteration else 0,
-                                                   "inputs": INPUTS[dataset], **shapes}, indent=2) + "\n")
+    atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    atomic_write_text(out / "imported.json", json.dumps({**(provenance or {}), "source": str(checkpoint),
+                                                       "iteration": int(iteration) if iteration else 0,
+                                                       "inputs": INPUTS[dataset], **shapes}, indent=2) + "\n")
     return out / "best.pt"

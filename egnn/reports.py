@@ -26,20 +26,24 @@ def read_spec(path: str | Path, kind: str, keys: set[str], required: set[str]) -
 
 def write_report(summary: dict[str, Any], table: str, output: str | Path, draw: Callable[[Any], None],
                  figsize: tuple[float, float] = (5, 3.4)) -> dict[str, Path]:
-    """Write ``<output>.json`` (the summary), ``<output>.md`` (the table) and ``<output>.png`` (``draw(ax)``)."""
+    """Write ``<output>.json`` (the summary), ``<output>.md`` (the table) and ``<output>.png`` (``draw(ax)``), each
+    atomically: an interrupted report leaves the previous files whole."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from egnn.data.paths import atomic_save, atomic_write_text
+
     output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
     files = {"json": output.with_suffix(".json"), "md": output.with_suffix(".md"), "png": output.with_suffix(".png")}
-    files["json"].write_text(json.dumps(summary, indent=2) + "\n")
-    files["md"].write_text(table + "\n")
     fig, ax = plt.subplots(figsize=figsize, dpi=120)
-    draw(ax)
-    fig.tight_layout()
-    fig.savefig(files["png"])
-    plt.close(fig)
+    try:  # the figure first: a plotting error writes nothing
+        draw(ax)
+        fig.tight_layout()
+        atomic_save(fig, files["png"], write=lambda f, file: f.savefig(file, format="png"))
+    finally:
+        plt.close(fig)
+    atomic_write_text(files["json"], json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(files["md"], table + "\n")
     return files

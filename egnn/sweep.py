@@ -39,7 +39,7 @@ import yaml
 
 from egnn.config import expand_includes, make_config, read_yaml
 from egnn.data import load_dataset
-from egnn.data.paths import atomic_save
+from egnn.data.paths import atomic_write_text
 from egnn.devices import describe
 from egnn.errors import ConfigError
 from egnn.evaluation import evaluate_config
@@ -154,15 +154,82 @@ def sweep(spec: dict[str, Any], progress: bool = True, only: list[str] | None = 
     devices = sorted({row["device"] for row in rows.values()})
     summary = {"spec": {k: spec.get(k) for k in ("base", "grid", "test", "reference")}, "runs": rows,
                "device": ", ".join(devices)}
-    refs = [r for r in references(spec) if r in rows]
+    pair(rows, references(spec))
+    return summary
+
+
+def pair(rows: dict[str, Any], refs: list[str]) -> None:
+    """Each row that is not a reference gets ``paired_difference`` against the first of ``refs`` tested on its
+    episodes (and ``paired_with``, that reference's name)."""
+    refs = [r for r in refs if r in rows]
     for name, row in rows.items():
+        row.pop("paired_difference", None), row.pop("paired_with", None)
         if not refs or name in refs:
             continue
         pairs = ((ref, paired_differences(rows[ref], row)) for ref in refs)
         ref, row["paired_difference"] = next(((r, d) for r, d in pairs if d), (None, {}))  # first on its episodes
         if ref is not None:
             row["paired_with"] = ref
-    return summary
+
+
+def kept_rows(spec: dict[str, Any], report: str | Path, replaced: list[str]) -> dict[str, Any]:
+    """The rows of ``report``, the spec's existing report (when there is one), that a merge keeps: those of the
+    spec's runs other than ``replaced``, each marked ``made`` with the command and revision that made it. A kept
+    row must still be what the spec asks for (its config, or the checkpoint it loaded, and the test protocol),
+    else a :class:`ConfigError`, raised before anything trains; rows of runs the spec no longer has are dropped."""
+    report = Path(report)
+    if not report.exists():
+        return {}
+    try:
+        old = json.loads(report.read_text())
+        old_rows, old_test = old["runs"], old["spec"]["test"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{report} is not a sweep report ({exc.__class__.__name__}): move it away, or give "
+                          f"--output another path") from None
+    if old_test != spec.get("test", {}):
+        raise ConfigError(f"{report} was tested with {old_test}, the spec now says {spec.get('test', {})}: "
+                          f"re-make every run, or report to another --output")
+    wanted = expand(spec)
+    base = _fill_runs(spec.get("base", {}), spec["runs_dir"])
+    kept = {}
+    for name, row in old_rows.items():
+        if name in replaced or name not in wanted:
+            continue
+        _check_kept(report, name, row, base, _fill_runs(wanted[name], spec["runs_dir"]))
+        made = row.get("made") or {k: old.get(k) for k in ("command", "git_revision", "uncommitted_changes")}
+        kept[name] = {**row, "made": made}
+    return kept
+
+
+def merge(summary: dict[str, Any], spec: dict[str, Any], kept: dict[str, Any],
+          made: dict[str, Any]) -> dict[str, Any]:
+    """``summary`` (the runs trained and tested now, each marked ``made`` by this call) and the ``kept`` rows of
+    the spec's earlier report (:func:`kept_rows`) as one report, in the spec's order and paired anew: a sweep
+    whose parts ran in different sessions or on different machines, their run directories gone, reported whole."""
+    rows = {name: {**row, "made": made} for name, row in summary["runs"].items()}
+    merged = {name: rows.get(name) or kept[name] for name in expand(spec) if name in rows or name in kept}
+    pair(merged, references(spec))
+    devices = sorted({row["device"] for row in merged.values()})
+    return {**summary, "runs": merged, "device": ", ".join(devices)}
+
+
+def _check_kept(report: Path, name: str, row: dict[str, Any], base: dict[str, Any],
+                overrides: dict[str, Any]) -> None:
+    """A report's row of run ``name`` is what the spec's ``overrides`` ask for now, else a :class:`ConfigError`."""
+    overrides = dict(overrides)
+    checkpoint, _ = overrides.pop("checkpoint", None), overrides.pop("test", None)
+    if checkpoint or "train_seconds" not in row:
+        if row.get("checkpoint") != checkpoint:
+            raise ConfigError(f"{report}: its row {name} tested {row.get('checkpoint')}, the spec now loads "
+                              f"{checkpoint or 'nothing (it trains)'}: name it in --only to re-make it")
+        return
+    want = make_config({**base, **overrides}).to_dict()
+    changed = [k for k in want if k != "out" and k in row["config"] and want[k] != row["config"][k]]
+    if changed:
+        was = ", ".join(f"{k}={row['config'][k]!r}" for k in changed)
+        now = ", ".join(f"{k}={want[k]!r}" for k in changed)
+        raise ConfigError(f"{report}: its row {name} was trained with {was}, the spec now gives {now}: name it in "
+                          f"--only to re-make it, or restore the spec")
 
 
 def references(spec: dict[str, Any]) -> list[str]:
@@ -219,7 +286,7 @@ def run_and_test(cfg, splits, test: dict[str, Any], checkpoint: str | None, prog
             new[label] = res.accuracy
         results[label] = stored[key]
     if new:
-        atomic_save(json.dumps(stored), cache, write=lambda text, file: Path(file).write_text(text))
+        atomic_write_text(cache, json.dumps(stored))
         board = None if checkpoint else trainer.tensorboard()  # a trained run's curves end with its tests
         if board is not None:
             board.test(new, trainer.iteration)

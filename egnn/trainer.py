@@ -19,6 +19,7 @@ import yaml
 from egnn.checkpoint import load_checkpoint, load_model_state, rng_state, run_lock, save_checkpoint, set_rng_state
 from egnn.config import Config, make_config
 from egnn.data import FewShotSplit, load_dataset
+from egnn.data.paths import atomic_write_text
 from egnn.data.transforms import augment, resolve_augment, resolve_normalize
 from egnn.devices import describe, keep_freed_host_memory, resolve_device, set_deterministic, to_device_of
 from egnn.distributed import average, barrier, init_from_env
@@ -165,7 +166,7 @@ class Trainer:
         log = self.out / "metrics.jsonl"
         if log.exists():  # drop lines written after the checkpoint, so the log matches the resumed run
             lines = [ln for ln in log.read_text().splitlines() if json.loads(ln)["iteration"] <= self.iteration]
-            log.write_text("".join(ln + "\n" for ln in lines))
+            atomic_write_text(log, "".join(ln + "\n" for ln in lines))
 
     def train_sampler(self, query: int):
         """The method's training sampler (episodes, for episodic methods) for ``query`` queries per class."""
@@ -252,7 +253,7 @@ class Trainer:
             self.board_episode = EpisodeSampler(self.splits["val"], cfg.test_way or cfg.way, cfg.shot, cfg.eval_query,
                                                 seed=cfg.eval_seed, label_ratio=cfg.label_ratio).episode(0)
         if self.rank == 0:
-            (self.out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            atomic_write_text(self.out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
             if self.stop_reason() is None:  # which code trained which stretch of the run (a run may span revisions)
                 from egnn.provenance import provenance
 
@@ -262,7 +263,8 @@ class Trainer:
                                         "uncommitted_changes": made["uncommitted_changes"],
                                         "device": describe(self.device), "started": time.time()}) + "\n")
             # which classes each split held: a folder dataset's seeded class split, or any dataset's, on record
-            (self.out / "classes.json").write_text(json.dumps({k: s.class_names for k, s in self.splits.items()}) + "\n")
+            atomic_write_text(self.out / "classes.json",
+                              json.dumps({k: s.class_names for k, s in self.splits.items()}) + "\n")
         losses, accs = [], []
         self.clock, self.period_first = time.perf_counter(), self.iteration
         lines = progress and not sys.stderr.isatty()  # logs and pipes get one line per validation, not a bar
@@ -400,7 +402,7 @@ class Trainer:
                    "stopped": self.stop_reason(),
                    "best_val_acc": self.best_val, "train_seconds": self.train_seconds,
                    "test": [r.to_dict() for r in results]}
-        (self.out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
+        atomic_write_text(self.out / "results.json", json.dumps(summary, indent=2) + "\n")
         board = self.tensorboard()
         if board is not None:
             board.test({str(r.protocol['query']): r.accuracy for r in results}, self.iteration)

@@ -24,7 +24,7 @@ from typing import Iterator
 import torch
 
 from egnn.data.base import FewShotSplit
-from egnn.data.paths import atomic_save
+from egnn.data.paths import atomic_write_text
 from egnn.episodes import EpisodeSampler
 from egnn.errors import DataError, UserError
 
@@ -154,7 +154,7 @@ def save_calibration(checkpoint: str | Path, calibration: Calibration) -> None:
     found = saved_calibrations(checkpoint)
     found[calibration.key()] = asdict(calibration)
     text = json.dumps({"checkpoint": Path(checkpoint).name, "calibrations": found}, indent=1, sort_keys=True) + "\n"
-    atomic_save(text, calibration_file(checkpoint), write=lambda s, f: Path(f).write_text(s))
+    atomic_write_text(calibration_file(checkpoint), text)
 
 
 def find_calibration(checkpoint: str | Path, way: int, shot: int, transductive: bool,

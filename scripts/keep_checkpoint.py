@@ -35,6 +35,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=ROOT / "results" / "checkpoints")
     args = p.parse_args()
     from egnn.checkpoint import load_checkpoint
+    from egnn.data.paths import atomic_save, atomic_write_text
 
     source = args.run / ("best.pt" if args.snapshot is None else f"snapshots/{args.snapshot:g}min.pt")
     blob = load_checkpoint(source)  # refuses anything but an egnn checkpoint
@@ -51,8 +52,8 @@ def main() -> None:
         facts["tests"] = {k: {m: v for m, v in t.items() if m != "per_episode_accuracy"}
                           for k, t in tests.items() if k.startswith(prefix)}
     args.out.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, args.out / f"{args.name}.pt")
-    (args.out / f"{args.name}.json").write_text(json.dumps(facts, indent=1) + "\n")
+    atomic_save(source, args.out / f"{args.name}.pt", write=shutil.copyfile)
+    atomic_write_text(args.out / f"{args.name}.json", json.dumps(facts, indent=1) + "\n")
     print(f"kept {source} as {args.out / args.name}.pt (+ .json)")
 
 
@@ -64,9 +65,10 @@ def sweep_facts(spec: str) -> dict:
         sys.exit(f"{file} has no run {name}: it has {', '.join(made['runs'])}")
     row = made["runs"][name]
     tests = {q: {m: v for m, v in t.items() if m != "per_episode_accuracy"} for q, t in row.get("test", {}).items()}
+    # a row merged into the report (egnn sweep --merge) names the call that made it; others, the report's
     return {"sweep_results": file, "run": name,
             **{k: made[k] for k in ("command", "git_revision", "uncommitted_changes", "device") if k in made},
-            **{k: v for k, v in row.items() if k != "test"}, "tests": tests}
+            **row.get("made", {}), **{k: v for k, v in row.items() if k not in ("test", "made")}, "tests": tests}
 
 
 if __name__ == "__main__":

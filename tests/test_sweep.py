@@ -1,5 +1,6 @@
 """egnn sweep: a grid of runs trained through the one trainer, tested on identical episodes, reported once."""
 import json
+import shutil
 
 import pytest
 import torch
@@ -87,6 +88,39 @@ def test_set_wins_over_base_runs_and_grid_and_a_part_may_report_alone(tmp_path):
     assert "--set iterations=2" in report["command"] and not (tmp_path / "report.json").exists()
     assert_user_error(cli("sweep", spec, "--set", "iterations"), "--set takes KEY=VALUE")
     assert_user_error(cli("sweep", spec, "--set", "wayy=3"), "unknown config key(s) wayy")
+
+
+def test_merge_adds_a_part_to_the_report_after_the_other_run_directories_are_gone(tmp_path):
+    spec = write_spec(tmp_path)
+    assert cli("sweep", spec, "--only", "q1/*", "--report", "--quiet").returncode == 0
+    first = json.loads((tmp_path / "report.json").read_text())
+    shutil.rmtree(tmp_path / "runs")  # a new checkout: only the committed report is left
+    proc = cli("sweep", spec, "--only", "q2/transductive=True", "--merge", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert "kept from" in proc.stdout and "q1/transductive=False" in proc.stdout
+    merged = json.loads((tmp_path / "report.json").read_text())
+    assert list(merged["runs"]) == ["q1/transductive=True", "q1/transductive=False", "q2/transductive=True"]
+    for name in ("q1/transductive=True", "q1/transductive=False"):  # kept as they were, with who made them
+        kept = merged["runs"][name]
+        assert kept["test"] == first["runs"][name]["test"] and kept["config"] == first["runs"][name]["config"]
+        assert kept["made"] == {k: first[k] for k in ("command", "git_revision", "uncommitted_changes")}
+    new = merged["runs"]["q2/transductive=True"]
+    assert "--merge" in new["made"]["command"] and merged["command"] == new["made"]["command"]
+    assert "--report" in merged["runs"]["q1/transductive=True"]["made"]["command"]
+    # the new row is paired with the kept reference, episode by episode
+    ref = first["runs"]["q1/transductive=True"]["test"]["2"]["per_episode_accuracy"]
+    diff = torch.tensor(ref) - torch.tensor(new["test"]["2"]["per_episode_accuracy"])
+    assert new["paired_difference"]["2"] == dict(zip(("mean", "ci95"), mean_ci95(diff)))
+    assert "| q2/transductive=True |" in (tmp_path / "report.md").read_text()
+    # a kept row must still be what the spec asks for: refused before anything trains
+    changed = write_spec(tmp_path, base={**BASE, "embedding": 32})
+    assert_user_error(cli("sweep", changed, "--only", "q2/transductive=False", "--merge"),
+                      "its row q1/transductive=True was trained with embedding=16, the spec now gives embedding=32")
+    assert not (tmp_path / "runs" / "q2_transductive=False").exists()
+    other_test = write_spec(tmp_path, test={"queries": [1, 2], "episodes": 10})
+    assert_user_error(cli("sweep", other_test, "--only", "q2/transductive=False", "--merge"), "was tested with")
+    (tmp_path / "report.json").write_text("{")
+    assert_user_error(cli("sweep", spec, "--only", "q2/transductive=False", "--merge"), "is not a sweep report")
 
 
 def test_a_list_of_references_pairs_each_run_with_the_one_on_its_episodes(tmp_path):
@@ -201,3 +235,18 @@ def test_runs_of_one_included_config_train_in_their_own_directories(tmp_path):
     assert (tmp_path / "mine" / "best.pt").exists()  # an out the run names itself is where it trains
     for name, mode in (("t", True), ("n", False)):
         assert yaml.safe_load((tmp_path / "runs" / name / "config.yaml").read_text())["transductive"] is mode
+
+
+def test_a_report_that_fails_to_draw_leaves_the_previous_one_whole(tmp_path):
+    from egnn.reports import write_report
+
+    write_report({"runs": 1}, "| one |", tmp_path / "report", lambda ax: ax.bar([0], [1]))
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert sorted(before) == ["report.json", "report.md", "report.png"]
+
+    def broken(ax):
+        raise RuntimeError("no figure")
+
+    with pytest.raises(RuntimeError, match="no figure"):
+        write_report({"runs": 2}, "| two |", tmp_path / "report", broken)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # and no temporary file left behind

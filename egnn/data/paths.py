@@ -36,3 +36,8 @@ def atomic_save(obj, path: str | os.PathLike, write=torch.save) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """:func:`atomic_save` of a text file (reports, results, logs): readers see the old file or the new one."""
+    atomic_save(text, path, write=lambda s, f: Path(f).write_text(s))
