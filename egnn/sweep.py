@@ -150,12 +150,16 @@ def sweep(spec: dict[str, Any], progress: bool = True, only: list[str] | None = 
         if key not in splits_of:
             splits_of[key] = load_dataset(*key)
         rows[name] = run_and_test(cfg, splits_of[key], run_test, checkpoint, progress)
-    # the machine of each number: its runs' devices (parts run with --only may have trained elsewhere)
-    devices = sorted({row["device"] for row in rows.values()})
     summary = {"spec": {k: spec.get(k) for k in ("base", "grid", "test", "reference")}, "runs": rows,
-               "device": ", ".join(devices)}
+               "device": devices_of(rows)}
     pair(rows, references(spec))
     return summary
+
+
+def devices_of(rows: dict[str, Any]) -> str:
+    """The machines of a report's numbers: its rows' devices (parts run with --only or merged from an earlier
+    report may have run elsewhere)."""
+    return ", ".join(sorted({row["device"] for row in rows.values()}))
 
 
 def pair(rows: dict[str, Any], refs: list[str]) -> None:
@@ -209,8 +213,7 @@ def merge(summary: dict[str, Any], spec: dict[str, Any], kept: dict[str, Any],
     rows = {name: {**row, "made": made} for name, row in summary["runs"].items()}
     merged = {name: rows.get(name) or kept[name] for name in expand(spec) if name in rows or name in kept}
     pair(merged, references(spec))
-    devices = sorted({row["device"] for row in merged.values()})
-    return {**summary, "runs": merged, "device": ", ".join(devices)}
+    return {**summary, "runs": merged, "device": devices_of(merged)}
 
 
 def _check_kept(report: Path, name: str, row: dict[str, Any], base: dict[str, Any],

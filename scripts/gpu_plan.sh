@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The GPU plan as one command of at most 8 minutes, ordered by value. Whatever it finishes is under $OUT the
 # moment it is finished, so a call stopped at any point brings back all of that (at most 8 files):
-#   run(command="bash scripts/gpu_plan.sh", carry=["gpu_data"], timeout_s=540)
-# with Omniglot and ../shared/reference copied into the git-ignored gpu_data/ (docs/gpu_plan.md).
+#   run(command="bash scripts/gpu_plan.sh", carry=["gpu_pack"], timeout_s=540)
+# after `bash scripts/gpu_data.sh pack` here (Omniglot and ../shared/reference in one archive; docs/gpu_plan.md).
 #   1. install egnn against the machine's torch; versions, GPU                  -> $OUT/plan.log
-#   2. the CUDA tests, most important first, each outcome as it ends (<= 150 s)   -> $OUT/plan.log
+#   2. the CUDA tests, most important first, each outcome as it ends (<= 180 s)   -> $OUT/plan.log
 #   3. the side-by-side speed rows against the original code, each row written
 #      as it is measured (<= 120 s)                                             -> $OUT/bench_gpu.json
 #   4. with the time left: the four transductive Omniglot trainings in parallel
@@ -15,6 +15,7 @@ set -uo pipefail
 OUT=${OUT:-/tmp/gpu_plan}; mkdir -p "$OUT"
 BUDGET=${BUDGET:-480}  # seconds for the whole plan
 DEVICE=${DEVICE:-cuda}; PYTHON=${PYTHON:-python3}
+source "$(dirname "$0")/gpu_data.sh" unpack  # gpu_pack/data.tgz -> gpu_data/, once
 export EGNN_DATA=${EGNN_DATA:-$PWD/gpu_data} PYTHONUNBUFFERED=1
 start=$(date +%s)
 log="$OUT/plan.log"
@@ -29,9 +30,11 @@ fi
 "$PYTHON" -c "import torch, torch_geometric, egnn; print('torch', torch.__version__, 'pyg', torch_geometric.__version__,
 'cuda', torch.cuda.is_available() and torch.cuda.get_device_name(0))" >> "$log" 2>&1
 
-# 2. CUDA tests in file order (tests/gpu/test_cuda.py lists the most important first); -v streams each outcome
-timeout "$(cap "${TEST_SECONDS:-150}")" "$PYTHON" -m pytest -m cuda tests/gpu -v -n 0 -p no:cacheprovider \
-  -o addopts="" >> "$log" 2>&1
+# 2. CUDA tests, most important first (tests/gpu/test_cuda.py's order), 4 workers sharing the GPU: one after another
+# they took ~6 minutes on the H200 (2026-12-04). -v streams each outcome; at the time limit pytest gets SIGINT, not
+# SIGTERM, so it still prints the tracebacks of what failed so far (the first GPU session's had none).
+timeout -s INT -k 20 "$(cap "${TEST_SECONDS:-180}")" "$PYTHON" -m pytest -m cuda tests/gpu -v -n "${TEST_WORKERS:-4}" \
+  --tb=short -rfE -p no:cacheprovider -o addopts="" >> "$log" 2>&1
 note "cuda tests exit $?"
 
 # 3. side by side with the original code, each row written as it is measured

@@ -8,8 +8,8 @@
 #   $OUT/<spec>_report.tar          the report (<spec>.json, .md, .png), once every run has ended.
 # The device tool brings back at most 8 files (16 MiB each): at most 6 runs per call (4 inside scripts/gpu_plan.sh).
 #   run(command="bash scripts/gpu_sweep.sh configs/gpu_omniglot.yaml --only '*/transductive=True'",
-#       carry=["gpu_data"], timeout_s=600)
-# with Omniglot in the git-ignored gpu_data/omniglot-py (../shared/GPU.md). --only picks the runs, once, here;
+#       carry=["gpu_pack"], timeout_s=600)
+# after `bash scripts/gpu_data.sh pack` here (Omniglot in one archive). --only picks the runs, once, here;
 # every other argument after the spec goes to each `egnn sweep` call (--set max_minutes=3, ...). Back here:
 # `tar -xf <spec>_report.tar -C results/` and `tar -xf <spec>_<run>.tar -C results/checkpoints/<spec>`.
 # On the CPU (tests/test_gpu_sweep_script.py): NO_INSTALL=1 OUT=... RUNS=... and --set dataset=glyphs
@@ -19,6 +19,7 @@ spec=$1; shift
 name=$(basename "$spec" .yaml)
 OUT=${OUT:-/tmp/gpu_sweep}; RUNS=${RUNS:-/tmp/gpu_runs/$name}
 mkdir -p "$OUT" "$RUNS"
+source "$(dirname "$0")/gpu_data.sh" unpack  # gpu_pack/data.tgz -> gpu_data/, once
 export EGNN_DATA=${EGNN_DATA:-$PWD/gpu_data} PYTHONUNBUFFERED=1
 PYTHON=${PYTHON:-python3}
 if [ -z "${NO_INSTALL:-}" ]; then

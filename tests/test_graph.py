@@ -92,6 +92,31 @@ def test_equal_sized_batches_take_the_sync_free_dense_view_and_compute_the_same(
                 torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-6)
 
 
+def test_equal_sized_batches_never_read_a_mask_from_the_device(monkeypatch):
+    """On a GPU, reading a mask's values (``bool(mask.all())``) waits for the device inside the training step
+    (tests/gpu checks it under torch's sync debug mode; the non-transductive per-query graphs did so until the
+    first GPU session found it). On the CPU: with equal-sized episodes, every mask the layers ask about is one
+    whose fullness is known without reading it, transductive and not, fully and partly labeled."""
+    import egnn.nn.edge_update
+    import egnn.nn.utils as utils
+
+    real = utils.all_real
+
+    def known_only(mask):
+        assert hasattr(mask, "is_full"), "a mask read from the device"
+        return real(mask)
+
+    monkeypatch.setattr(utils, "all_real", known_only)
+    monkeypatch.setattr(egnn.nn.edge_update, "all_real", known_only)
+    from tests.conftest import make_method
+
+    for labeled_shots in (None, 1):
+        batch = collate([make_episode(way=3, shot=2, query=2, labeled_shots=labeled_shots, seed=s) for s in range(4)])
+        for transductive in (True, False):
+            method = make_method(seed=3).train()
+            method.loss(method(batch, transductive=transductive)).backward()
+
+
 def test_knn_edges_on_a_line_by_hand():
     """Nodes at 0, 1, 2, 10, 11 on a line (one episode) and node 5 at 100 (another); anchors: nodes 0 and 3. With
     k = 1 and k_anchor = 1 each node receives a self-loop, its nearest node of its episode and its nearest anchor

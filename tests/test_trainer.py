@@ -10,7 +10,7 @@ from egnn.errors import CheckpointError, UserError
 from egnn.evaluation import evaluate
 from egnn.models import load_trained
 from egnn.trainer import Trainer
-from tests.conftest import SPLITS, fit, tiny_config
+from tests.conftest import REPO, SPLITS, fit, tiny_config
 
 
 def test_save_load_gives_identical_evaluation(tmp_path):
@@ -207,15 +207,41 @@ def test_bf16_autocast_trains_and_evaluates_close_to_fp32(tmp_path):
     for t in (fp32, bf16):
         assert all(p.dtype == torch.float32 for p in t.method.parameters())  # master weights stay float32
     bf16.fit(progress=False)
-    res, ref = (evaluate(bf16.method, SPLITS["test"], way=3, shot=1, query=2, episodes=30, transductive=True,
-                         precision=p, batch_size=10) for p in ("bf16", "fp32"))
-    # the same weights evaluated in bf16 and fp32 label the same queries, up to near-ties: this 4-iteration model
-    # is near chance and its scores tie closely (on an AMD EPYC bf16 flips 5 of the 90 queries)
-    assert abs(res.accuracy - ref.accuracy) <= 0.1 and res.protocol["precision"] == "bf16"
+    res = evaluate(bf16.method, SPLITS["test"], way=3, shot=1, query=2, episodes=6, transductive=True,
+                   precision="bf16", batch_size=3)
+    assert res.protocol["precision"] == "bf16"  # how close bf16 evaluation comes: the next test, on a trained model
     with pytest.raises(UserError, match="fp16 needs --device cuda"):
         tiny_config(tmp_path, precision="fp16", device="cpu")
     with pytest.raises(UserError, match="fp16 needs a CUDA device"):  # --device auto on a machine without a GPU
         Trainer(tiny_config(tmp_path / "c", precision="fp16"), SPLITS)
+
+
+def test_bf16_evaluation_labels_a_trained_models_clear_queries_as_fp32(omniglot_root):
+    """The committed 5-way 1-shot Omniglot model on 20 test episodes (300 queries), under bf16 autocast and in
+    fp32: autocast did round (the scores differ), every query whose fp32 winner leads by more than 0.5 keeps its
+    label, and at least 97% of all queries do. Measured on the AMD EPYC (2026-12-04): 5 of 300 labels flip, all
+    with fp32 margins under 0.35, and accuracy falls from 98.0 to 96.7% — bf16 costs accuracy on a trained EGNN
+    (docs/manual.md), which a near-chance model's accuracy could not show."""
+    from egnn.data import load_dataset
+    from egnn.episodes import EpisodeSampler
+    from egnn.evaluation import autocast
+    from egnn.graph import collate
+
+    method, cfg = load_trained(REPO / "results" / "checkpoints" / "omniglot_cpu_5w1s_trans.pt")
+    split = load_dataset("omniglot", str(omniglot_root), cfg.image_size)["test"]
+    batch = collate(EpisodeSampler(split, 5, 1, 3, seed=0).batch(0, 20))
+    scores = {}
+    with torch.inference_mode():
+        for precision in ("fp32", "bf16"):
+            with autocast("cpu", precision):
+                scores[precision] = method.eval()(batch, transductive=True).logits.float().flatten(0, 1)
+    fp32, bf16 = scores["fp32"], scores["bf16"]
+    assert fp32.shape == (20 * 5 * 3, 5) and not torch.equal(fp32, bf16)
+    top2 = fp32.topk(2, -1).values
+    clear = top2[:, 0] - top2[:, 1] > 0.5
+    same = bf16.argmax(-1) == fp32.argmax(-1)
+    assert clear.float().mean() > 0.9  # a trained model: most queries are clear
+    assert same[clear].all() and same.float().mean() >= 0.97, (same.float().mean(), (~same).nonzero().flatten())
 
 
 def test_a_run_directory_is_trained_by_one_process_at_a_time(tmp_path):

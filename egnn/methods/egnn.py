@@ -13,7 +13,7 @@ from egnn.losses import edge_accuracy, edge_labeling_loss, layer_weights
 from egnn.memory import dense_graph_bytes
 from egnn.methods.base import FewShotMethod, MethodOutput
 from egnn.nn import EGNN
-from egnn.nn.utils import GRAPH_SLOPE, off_diagonal
+from egnn.nn.utils import GRAPH_SLOPE, full_mask, off_diagonal
 
 
 class EGNNMethod(FewShotMethod):
@@ -56,7 +56,7 @@ class EGNNMethod(FewShotMethod):
         b, n = dense.node_mask.shape
         v_q = v[:, idx].flatten(0, 1)  # (B*Q, S+1, D)
         e_q = dense.init_edges[:, idx[:, :, None], idx[:, None, :]].flatten(0, 1)  # (B*Q, S+1, S+1, 2)
-        out = self.gnn(v_q, e_q, v_q.new_ones(b * q, s + 1, dtype=torch.bool))
+        out = self.gnn(v_q, e_q, full_mask(b * q, s + 1, device=v.device))  # marked full: no read from the GPU
         out = out.view(out.shape[0], b, q, s + 1, s + 1, 2)  # (L, B, Q, S+1, S+1, 2)
         full = out.new_full((out.shape[0], b, n, n, 2), 0.5)
         full[:, :, :s, :s] = out[:, :, :, :s, :s].mean(2)

@@ -87,8 +87,13 @@ def test_train_on_cuda(tmp_path, extra):
 
 def test_a_real_out_of_memory_in_the_forward_or_the_backward_pass_is_the_one_line_error(tmp_path, monkeypatch):
     """A real ``torch.OutOfMemoryError``, not egnn's memory pre-check: the step's forward and backward peaks are
-    measured, then the caching allocator is capped halfway into the forward's, then halfway between the forward's
-    and the backward's. Both end in the UserError that the CLI prints as one line with exit code 2."""
+    measured, then the caching allocator (whose cap counts reserved memory) is capped halfway into the forward's
+    memory; then, once the forward is done, with room for the loss but half the backward's extra memory. Both end
+    in the UserError that the CLI prints as one line with exit code 2.
+
+    The first GPU session (H200, 2026-12-04) measured the backward's peak only 3% above the forward's (8.39 against
+    8.13 GB: the backward frees activations as it goes), so a cap fixed before the step cannot tell the two apart;
+    hence the second cap is set from inside the step, when the forward is done."""
     from egnn.config import make_config
     from egnn.errors import UserError
     from egnn.trainer import Trainer, to_device
@@ -103,20 +108,34 @@ def test_a_real_out_of_memory_in_the_forward_or_the_backward_pass_is_the_one_lin
     torch.cuda.reset_peak_memory_stats()
     base = torch.cuda.memory_allocated()
     loss = trainer.method.loss(trainer.model(batch, transductive=True))
-    forward = torch.cuda.max_memory_allocated() - base
+    forward = torch.cuda.max_memory_allocated()  # absolute peaks
     loss.backward()
-    backward = torch.cuda.max_memory_allocated() - base
+    backward = torch.cuda.max_memory_allocated()
     del loss, batch
     trainer.optimizer.zero_grad(set_to_none=True)
-    assert backward > 1.2 * forward, (forward, backward)
+    gap = backward - forward
+    assert gap > 64 << 20, (forward, backward)  # the backward needs memory beyond the forward's peak
+    total = torch.cuda.get_device_properties(0).total_memory
+
+    def cap(limit):
+        torch.cuda.set_per_process_memory_fraction(min(limit / total, 1.0))
+
     stages = []
     real_loss = trainer.method.loss
-    monkeypatch.setattr(trainer.method, "loss", lambda out: stages.append("forward done") or real_loss(out))
-    total = torch.cuda.get_device_properties(0).total_memory
-    for cap, where in ((base + forward // 2, "forward"), (base + (forward + backward) // 2, "backward")):
+
+    def loss_then_cap(out):
+        stages.append("forward done")
+        if where == "backward":  # room for the rest of the forward's peak (the loss), half the backward's extra
+            torch.cuda.empty_cache()
+            cap(torch.cuda.memory_reserved() + max(0, forward - torch.cuda.memory_allocated()) + gap // 2)
+        return real_loss(out)
+
+    monkeypatch.setattr(trainer.method, "loss", loss_then_cap)
+    for where in ("forward", "backward"):
         stages.clear()
         torch.cuda.empty_cache()
-        torch.cuda.set_per_process_memory_fraction(cap / total)
+        if where == "forward":
+            cap(torch.cuda.memory_reserved() + (forward - base) // 2)
         try:
             with pytest.raises(UserError, match="out of memory running an episode batch.*lower --tasks-per-batch"):
                 trainer.update(episodes)
@@ -129,12 +148,17 @@ def test_a_real_out_of_memory_in_the_forward_or_the_backward_pass_is_the_one_lin
 def test_torchrun_two_processes_on_one_gpu_end_with_the_weights_of_one(tmp_path):
     """torchrun with 2 ranks sharing cuda:0 (gloo reduces CUDA tensors; NCCL refuses two ranks on one GPU), half of
     the meta-batch each, takes one process's step on the whole meta-batch, to the tolerance of the CPU test
-    (tests/test_distributed.py: statistics to rounding, Adam's first sign step equal but for near-zero gradients)."""
+    (tests/test_distributed.py: statistics to rounding, Adam's first sign step equal but for near-zero gradients).
+
+    Both runs without TF32 (NVIDIA_TF32_OVERRIDE=0): cuDNN convolves in TF32 by default, and a batch of 8 tasks
+    against two of 4 may pick other kernels. With TF32 on, the first GPU session (H200, 2026-12-04) saw the first
+    BatchNorm's running mean pass the statistics' 1e-4 relative bound (-0.0196 against -0.0195 at four decimals);
+    TF32 rounding is the likely cause, to be confirmed by the next GPU session."""
     from tests.test_distributed import assert_one_step_agrees
 
-    env = {**os.environ, "EGNN_DIST_BACKEND": "gloo", "CUDA_VISIBLE_DEVICES": "0"}
+    env = {**os.environ, "EGNN_DIST_BACKEND": "gloo", "CUDA_VISIBLE_DEVICES": "0", "NVIDIA_TF32_OVERRIDE": "0"}
     args = ["train", *TINY, "--query-max", "0", "--iterations", "1", "--val-every", "1", "--tasks-per-batch", "8"]
-    run_ok(*args, "--out", tmp_path / "one")
+    run_ok(*args, "--out", tmp_path / "one", env=env)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29613",
            "-m", "egnn.cli", *args, "--out", str(tmp_path / "ddp")]
     # LOCAL_RANK 0 and 1 map onto the visible GPUs modulo their count: both ranks on cuda:0
