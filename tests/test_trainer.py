@@ -220,8 +220,7 @@ def test_bf16_evaluation_labels_a_trained_models_clear_queries_as_fp32(omniglot_
     """The committed 5-way 1-shot Omniglot model on 20 test episodes (300 queries), under bf16 autocast and in
     fp32: autocast did round (the scores differ), every query whose fp32 winner leads by more than 0.5 keeps its
     label, and at least 97% of all queries do. Measured on the AMD EPYC (2026-12-04): 5 of 300 labels flip, all
-    with fp32 margins under 0.35, and accuracy falls from 98.0 to 96.7% — bf16 costs accuracy on a trained EGNN
-    (docs/manual.md), which a near-chance model's accuracy could not show."""
+    with fp32 margins under 0.35 (docs/results.md), which a near-chance model's accuracy could not show."""
     from egnn.data import load_dataset
     from egnn.episodes import EpisodeSampler
     from egnn.evaluation import autocast

@@ -92,7 +92,7 @@ def test_a_real_out_of_memory_in_the_forward_or_the_backward_pass_is_the_one_lin
     in the UserError that the CLI prints as one line with exit code 2.
 
     The first GPU session (H200, 2026-12-04) measured the backward's peak only 3% above the forward's (8.39 against
-    8.13 GB: the backward frees activations as it goes), so a cap fixed before the step cannot tell the two apart;
+    8.13 GB), so a cap fixed before the step cannot tell the two apart;
     hence the second cap is set from inside the step, when the forward is done."""
     from egnn.config import make_config
     from egnn.errors import UserError
