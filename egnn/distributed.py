@@ -12,6 +12,7 @@ training on the whole meta-batch:
 """
 from __future__ import annotations
 
+import atexit
 import os
 
 import torch
@@ -32,7 +33,17 @@ def init_from_env(device: str = "auto") -> tuple[int, int]:
         if cuda:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
         dist.init_process_group(os.environ.get("EGNN_DIST_BACKEND") or ("nccl" if cuda else "gloo"))
+        # Leave the group while the interpreter is still whole: a rank that is done first (all but rank 0 skip the
+        # test) and exits with the group alive can abort (SIGABRT) when gloo's threads free their tensors during
+        # interpreter finalisation (pytorch/pytorch#179291); it happened once in CI.
+        atexit.register(leave)
     return world()
+
+
+def leave() -> None:
+    """Destroy the process group this process joined, if it is still there (idempotent)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 class GlobalBatchNorm(_BatchNorm):
@@ -102,4 +113,4 @@ def barrier() -> None:
         dist.barrier()
 
 
-__all__ = ["GlobalBatchNorm", "all_reduce_sum", "average", "barrier", "globalize_batchnorm", "init_from_env", "world"]
+__all__ = ["GlobalBatchNorm", "all_reduce_sum", "average", "barrier", "globalize_batchnorm", "init_from_env", "leave", "world"]
