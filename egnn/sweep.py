@@ -287,9 +287,9 @@ def run_and_test(cfg, splits, test: dict[str, Any], checkpoint: str | None, prog
             res = evaluate_config(method, splits["test"], episodes, test["episodes"], q)
             stored[key] = res.to_dict(per_episode=True)
             new[label] = res.accuracy
+            atomic_write_text(cache, json.dumps(stored))  # each test as it ends: a stopped sweep keeps what it tested
         results[label] = stored[key]
     if new:
-        atomic_write_text(cache, json.dumps(stored))
         board = None if checkpoint else trainer.tensorboard()  # a trained run's curves end with its tests
         if board is not None:
             board.test(new, trainer.iteration)
