@@ -122,3 +122,17 @@ def test_a_batch_gathers_all_its_images_at_once_and_equals_the_episodes_one_by_o
             assert (ep.shot, ep.query) == (alone.shot, alone.query) == (3 if drop else 5, 2)
             for key in ("images", "labels", "labeled", "classes"):
                 assert torch.equal(getattr(ep, key), getattr(alone, key)), key
+
+
+def test_shipped_label_ratio_specs_parse_to_their_budgets():
+    """Each configs/label_ratio_*.yaml parses, and its base (with the included recipe) is the budget its comment
+    states: 10 minutes a model for the 20-way time-budgeted study, 1500 iterations a model for the 5-way one."""
+    from egnn.config import make_config
+    from egnn.label_ratio import load_sweep
+
+    budgets = {}
+    for path in sorted(Path("configs").glob("label_ratio_*.yaml")):
+        cfg = make_config(load_sweep(path)["base"])
+        budgets[path.stem] = (cfg.way, cfg.shot, cfg.iterations, cfg.max_minutes, cfg.lr_schedule)
+    assert budgets["label_ratio_omniglot_20w5s"] == (20, 5, 0, 10, "cosine")
+    assert budgets["label_ratio_omniglot_5w5s"] == (5, 5, 1500, 0, "cosine")

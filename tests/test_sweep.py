@@ -250,3 +250,40 @@ def test_a_report_that_fails_to_draw_leaves_the_previous_one_whole(tmp_path):
     with pytest.raises(RuntimeError, match="no figure"):
         write_report({"runs": 2}, "| two |", tmp_path / "report", broken)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # and no temporary file left behind
+
+
+def test_a_stop_between_tests_keeps_the_tests_already_done(tmp_path, monkeypatch):
+    """A sweep stopped (Ctrl-C) after its first test and run again tests only what is left, and reports what one
+    uninterrupted sweep reports: a 20-way model's tests take half an hour on a CPU, too long to lose to a stop."""
+    import egnn.sweep as sweep_module
+
+    real = sweep_module.evaluate_config
+    calls = []
+
+    def stop_after_the_first(*args, **kwargs):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(args[-1])
+        return real(*args, **kwargs)
+
+    spec = load_sweep(write_spec(tmp_path, runs={"q1": {"query": 1}}, grid={}, reference=None,
+                                 test={"queries": [1, 2], "episodes": 6}))
+    monkeypatch.setattr(sweep_module, "evaluate_config", stop_after_the_first)
+    with pytest.raises(KeyboardInterrupt):
+        sweep_module.sweep(spec, progress=False)
+    assert len(json.loads((tmp_path / "runs" / "q1" / "sweep_tests.json").read_text())) == 1
+
+    def count(*args, **kwargs):
+        calls.append(args[-1])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sweep_module, "evaluate_config", count)
+    resumed = sweep_module.sweep(spec, progress=False)["runs"]["q1"]["test"]
+    assert calls == [1, 2]  # the second run tested only the 2-query episodes
+    shutil.rmtree(tmp_path / "runs" / "q1")
+    whole = sweep_module.sweep(spec, progress=False)["runs"]["q1"]["test"]
+
+    def untimed(tests):
+        return {q: {k: v for k, v in t.items() if k != "seconds"} for q, t in tests.items()}
+
+    assert untimed(resumed) == untimed(whole)

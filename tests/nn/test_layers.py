@@ -129,3 +129,33 @@ def test_sparse_path_equals_dense_on_a_fully_connected_graph(train_mode):
     dense = net(v, e, mask)  # (L, B, N, N, 2)
     sparse = net.forward_sparse(v.flatten(0, 1), edge_index, attr)  # (L, E, 2)
     assert torch.allclose(sparse, dense.flatten(1, 3), atol=1e-5)
+
+
+def test_cpu_inference_runs_rows_in_blocks_and_training_never_does(monkeypatch):
+    """In inference on a CPU the edge network runs ``CPU_CHUNK_ROWS`` rows at a time (2x faster evaluation on
+    large graphs, docs/results.md) and gives what one pass gives; with gradients, or in training mode (BatchNorm's
+    batch statistics must see every row), it runs all rows in one pass."""
+    import egnn.nn.utils as utils
+
+    monkeypatch.setattr(utils, "CPU_CHUNK_ROWS", 5)
+    torch.manual_seed(0)
+    v, e, mask = random_graph(b=2, n=7)  # 2 x 21 unordered pairs: 42 rows, 9 blocks of 5
+    edge = EdgeUpdate(8, 6)
+    passes = []
+    edge.similarity[0][0].register_forward_hook(lambda m, args, out: passes.append(args[0].shape[0]))
+    for m in edge.similarity.modules():  # non-trivial running statistics, so eval BatchNorm is not the identity
+        if isinstance(m, torch.nn.BatchNorm1d):
+            m.running_mean.uniform_(-0.5, 0.5), m.running_var.uniform_(0.5, 2.0)
+    edge.eval()
+    one_pass = edge(v, e, mask)  # gradients on: one pass
+    assert passes == [42]
+    with torch.inference_mode():
+        blocked = edge(v, e, mask)
+    assert passes[1:] == [5] * 8 + [2]
+    assert torch.allclose(blocked, one_pass, atol=1e-6)
+    edge.train()
+    passes.clear()
+    with torch.no_grad():
+        trained = edge(v, e, mask)
+    assert passes == [44]  # 42 pairs and each graph's zero self-pair row, in one pass
+    assert not torch.allclose(trained, one_pass, atol=1e-3)  # batch statistics, not running ones
