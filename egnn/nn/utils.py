@@ -176,13 +176,7 @@ def weighted_apply(seq: nn.Module, x: torch.Tensor, weight: torch.Tensor | None,
             and not any(m.training for m in modules)):
         # inference on a CPU: rows are independent, so run the network a block of rows at a time; each block's
         # activations stay in cache instead of streaming (rows x 2F) tensors through memory at every step
-        out = None
-        for start in range(0, rows, CPU_CHUNK_ROWS):
-            block = _apply(modules, x[start:start + CPU_CHUNK_ROWS], None, None, None)
-            if out is None:
-                out = block.new_empty(rows, *block.shape[1:])
-            out[start:start + block.shape[0]] = block
-        return out
+        return torch.cat([_apply(modules, block, None, None, None) for block in x.split(CPU_CHUNK_ROWS)])
     return _apply(modules, x, weight, group, groups)
 
 
