@@ -27,6 +27,7 @@ and a final call without it reads them all and writes the report.
 """
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 from dataclasses import replace
@@ -260,7 +261,10 @@ def run_and_test(cfg, splits, test: dict[str, Any], checkpoint: str | None, prog
     if checkpoint:
         method, trained = load_trained(checkpoint, cfg.device)
         facts = {"checkpoint": str(checkpoint), "model": trained.model}
-        tag = str(Path(checkpoint).stat().st_mtime_ns)
+        # keyed by content: a copy or a fresh checkout of the same file (a new mtime) keeps its tests
+        with open(checkpoint, "rb") as f:
+            tag = "sha" + hashlib.file_digest(f, "sha256").hexdigest()[:16]
+        legacy = str(Path(checkpoint).stat().st_mtime_ns)  # the key of caches written before content keys
     else:
         trainer = Trainer(cfg, splits)
         trainer.fit(resume=True, progress=progress, wait=True)  # parallel parts may share a run
@@ -269,20 +273,24 @@ def run_and_test(cfg, splits, test: dict[str, Any], checkpoint: str | None, prog
                  "iterations_trained": trainer.iteration, "stopped": trainer.stop_reason(),
                  "best_val_acc": trainer.best_val, "train_seconds": trainer.train_seconds,
                  "trained_at": trained_at(Path(cfg.out))}
-        tag = f"it{trainer.best_iteration}"
+        tag, legacy = f"it{trainer.best_iteration}", None
         trainer.load_best()
     # the run's config sets the test protocol (for a loaded checkpoint: the spec's, not the one it trained with)
     protocol = replace(cfg, transductive=test.get("transductive", cfg.transductive))
-    # tests are cached in the run directory, keyed by the model (its best iteration, or a loaded file's mtime)
+    # tests are cached in the run directory, keyed by the model (its best iteration, or a loaded file's content)
     cache = Path(cfg.out) / "sweep_tests.json"
     stored = json.loads(cache.read_text()) if cache.exists() else {}
     results, new = {}, {}
     for seed, q in itertools.product(test.get("seeds", [protocol.eval_seed]), test["queries"]):
         episodes = replace(protocol, eval_seed=seed)
-        key = (f"{tag}_{episodes.test_way or episodes.way}w{episodes.shot}s_q{q}_{test['episodes']}x_"
-               f"seed{seed}_r{episodes.label_ratio}_{episodes.unlabeled}_"
-               f"{'trans' if episodes.transductive else 'nontrans'}")
+        what = (f"{episodes.test_way or episodes.way}w{episodes.shot}s_q{q}_{test['episodes']}x_"
+                f"seed{seed}_r{episodes.label_ratio}_{episodes.unlabeled}_"
+                f"{'trans' if episodes.transductive else 'nontrans'}")
+        key = f"{tag}_{what}"
         label = str(q) if seed == protocol.eval_seed else f"{q}/seed{seed}"
+        if key not in stored and legacy and f"{legacy}_{what}" in stored:
+            stored[key] = stored[f"{legacy}_{what}"]
+            atomic_write_text(cache, json.dumps(stored))
         if key not in stored:
             res = evaluate_config(method, splits["test"], episodes, test["episodes"], q)
             stored[key] = res.to_dict(per_episode=True)

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import torch
 
 import egnn.nn.utils as utils
 from egnn.data import load_dataset
+from egnn.data.paths import atomic_write_text
 from egnn.devices import cpu_name
 from egnn.evaluation import evaluate
 from egnn.models import load_trained
@@ -68,9 +67,9 @@ def main() -> None:
                "same_labels_as_one_pass": all(labels[b] == labels[0] for b in blocks)}
         print(json.dumps(row), flush=True)
         rows.append(row)
-    report = {**provenance(shlex.join(["python", "scripts/bench_eval_blocks.py", *sys.argv[1:]]), started=started), "device": cpu_name(),
+    report = {**provenance("python scripts/bench_eval_blocks.py", started=started), "device": cpu_name(),
               "threads": args.threads, "repeats": args.repeats, "rows": rows}
-    Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
+    atomic_write_text(args.out, json.dumps(report, indent=1) + "\n")
 
 
 if __name__ == "__main__":

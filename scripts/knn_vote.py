@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from egnn.data import load_dataset  # noqa: E402
+from egnn.data.paths import atomic_write_text  # noqa: E402
 from egnn.devices import describe  # noqa: E402
 from egnn.episodes import EpisodeSampler  # noqa: E402
 from egnn.graph import support_query_graph  # noqa: E402
@@ -124,8 +125,8 @@ def main() -> None:
                          f"{100 * r['reach']['minus_shots_ci95']:.2f} |")
     made = provenance("python scripts/knn_vote.py", started=started)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(f"{args.out}.json").write_text(json.dumps({**made, "checkpoint": args.checkpoint, "device": describe("cpu"), "rows": rows}, indent=1))
-    Path(f"{args.out}.md").write_text("\n".join(lines) + "\n")
+    atomic_write_text(f"{args.out}.json", json.dumps({**made, "checkpoint": args.checkpoint, "device": describe("cpu"), "rows": rows}, indent=1))
+    atomic_write_text(f"{args.out}.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -39,6 +39,7 @@ def main() -> None:
     from egnn.graph import collate
     from egnn.losses import mean_ci95
     from egnn.mtl import classify, fit_classifier
+    from egnn.data.paths import atomic_write_text
     from egnn.provenance import provenance
     from egnn.models import build_method
 
@@ -93,7 +94,7 @@ def main() -> None:
         from egnn.checkpoint import load_checkpoint
 
         blob = load_checkpoint(args.pretrained)
-        Path(args.json).write_text(json.dumps({**provenance("python scripts/mtl_base_learner.py"),
+        atomic_write_text(args.json, json.dumps({**provenance("python scripts/mtl_base_learner.py"),
                                                "pretrained": args.pretrained, "pretrained_val_acc": blob.get("val_acc"),
                                                "pretrained_iterations": blob["config"].get("iterations"),
                                                "pretrained_widths": blob["config"].get("widths"),

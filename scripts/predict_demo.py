@@ -119,6 +119,7 @@ def main() -> None:
         Path(args.sheet).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(out / "report" / "contact_sheet.png", args.sheet)
     if args.json:
+        from egnn.data.paths import atomic_write_text
         from egnn.provenance import provenance
 
         result = {**provenance("python scripts/predict_demo.py"),
@@ -131,7 +132,7 @@ def main() -> None:
                                            "user folders hold upright characters)",
                                    "printed": str(upright), "accuracy": upright.accuracy,
                                    "accuracy_ci95": upright.accuracy_ci95}}
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        atomic_write_text(Path(args.json), json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

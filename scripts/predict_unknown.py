@@ -167,8 +167,10 @@ def main() -> None:
               "checkpoint": args.checkpoint, "rate": args.rate, "rows": rows}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
-    out.with_suffix(".md").write_text(markdown(report))
+    from egnn.data.paths import atomic_write_text
+
+    atomic_write_text(out.with_suffix(".json"), json.dumps(report, indent=1) + "\n")
+    atomic_write_text(out.with_suffix(".md"), markdown(report))
     plot(report, out.with_suffix(".png"))
     print(f"wrote {out}.json, .md, .png")
 

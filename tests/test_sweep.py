@@ -1,5 +1,6 @@
 """egnn sweep: a grid of runs trained through the one trainer, tested on identical episodes, reported once."""
 import json
+import os
 import shutil
 
 import pytest
@@ -146,6 +147,24 @@ def test_a_list_of_references_pairs_each_run_with_the_one_on_its_episodes(tmp_pa
     with mock.patch("egnn.sweep.evaluate_config", side_effect=AssertionError("evaluated again")):
         assert cli("sweep", spec, "--quiet").returncode == 0
     assert json.loads((tmp_path / "report.json").read_text())["runs"]["w3@2"]["test"] == cross["test"]
+    # keyed by the file's content: the same file written anew (a fresh checkout: a new mtime) keeps its tests, and a
+    # cache keyed by mtime (written before content keys) is carried over
+    loaded, cache = tmp_path / "runs" / "w3" / "best.pt", tmp_path / "runs" / "w3@2" / "sweep_tests.json"
+    before = loaded.stat().st_mtime_ns
+    loaded.write_bytes(loaded.read_bytes())
+    os.utime(loaded, ns=(before + 10**9, before + 10**9))
+    stored = json.loads(cache.read_text())
+    for caches in (stored, {f"{before + 10**9}_{k.split('_', 1)[1]}": v for k, v in stored.items()}):
+        cache.write_text(json.dumps(caches))
+        with mock.patch("egnn.sweep.evaluate_config", side_effect=AssertionError("evaluated again")):
+            assert cli("sweep", spec, "--quiet").returncode == 0
+        assert json.loads((tmp_path / "report.json").read_text())["runs"]["w3@2"]["test"] == cross["test"]
+    legacy = caches
+    # another model in the same file is tested again
+    shutil.copy(tmp_path / "runs" / "w2" / "best.pt", loaded)
+    assert cli("sweep", spec, "--only", "w3@2", "--quiet").returncode == 0
+    cached = json.loads(cache.read_text())
+    assert len(cached) == len(legacy) + len(stored) * 2  # the old keys, the carried ones, the new model's
 
 
 def test_runs_placeholder_is_filled_in_base_values_too(tmp_path):
