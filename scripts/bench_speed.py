@@ -13,6 +13,8 @@ Every measurement runs in a fresh subprocess, so its peak memory is its own.
         --kinds ref_train,ours_train,ref_eval,ours_eval --out results/bench_gpu.json     # the GPU rows
     python scripts/bench_speed.py --quick --ref-dir ../shared/reference/fewshot-egnn     # tiny sizes: checks the script
     python scripts/bench_speed.py --kinds roofline,graph   # re-measure some kinds, keep the other rows
+    python scripts/bench_speed.py --ref-dir ../shared/reference/fewshot-egnn --kinds ref_train,ours_train \
+        --modes transductive --malloc tuned --out results/bench_speed_malloc_tuned.json   # both codes, same allocator
 """
 from __future__ import annotations
 
@@ -495,10 +497,18 @@ ROWS = {"roofline": roofline_row, "graph": graph_row, "full": full_row, "eval15"
 SIDE_BY_SIDE = ("ref_train", "ours_train", "ref_eval", "ours_eval")
 
 
+# glibc's handling of freed memory, for every measuring process (egnn.devices.keep_freed_host_memory): "egnn" leaves
+# each code as it runs (egnn's Trainer keeps freed memory on machines of 16 GB or more, the original and the rows that
+# bypass the Trainer use glibc's defaults); "system" puts every process on glibc's defaults, "tuned" has every process,
+# the original's too, keep freed memory: a paired comparison of the codes' own work at either setting.
+MALLOC_ENV = {"egnn": {}, "system": {"EGNN_MALLOC": "system"}, "tuned": {"EGNN_MALLOC": "tuned", "BENCH_MALLOC": "tuned"}}
+_MALLOC = ["egnn"]
+
+
 def run_one(kind: str, threads: int, **kwargs) -> dict:
     """Run one measurement in a fresh interpreter; add its peak RSS."""
     spec = json.dumps({"kind": kind, "threads": threads, "kwargs": kwargs})
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), **MALLOC_ENV.get(_MALLOC[0], {})}
     proc = subprocess.run([sys.executable, __file__, "--one", spec], capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         return {"kind": kind, **kwargs, "error": proc.stderr.strip().splitlines()[-1] if proc.stderr else "failed"}
@@ -512,9 +522,14 @@ def _child(spec: str) -> None:
 
     s = json.loads(spec)
     torch.set_num_threads(s["threads"])
+    extra = {}
+    if os.environ.get("BENCH_MALLOC") == "tuned":  # before any large allocation, as egnn's Trainer does
+        from egnn.devices import keep_freed_host_memory
+
+        extra["malloc_tuned"] = keep_freed_host_memory()
     out = ROWS[s["kind"]](**s["kwargs"])
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"kind": s["kind"], **s["kwargs"], **out, "peak_gb": round(peak_kb / 2**20, 3)}))
+    print(json.dumps({"kind": s["kind"], **s["kwargs"], **out, **extra, "peak_gb": round(peak_kb / 2**20, 3)}))
 
 
 # -- report ----------------------------------------------------------------------------------------------
@@ -622,9 +637,14 @@ def main() -> None:
     parser.add_argument("--settings", default=",".join(SETTINGS), help="side-by-side settings, of: " + ", ".join(SETTINGS))
     parser.add_argument("--modes", default="transductive,non-transductive",
                         help="side-by-side modes, of: transductive, non-transductive")
+    parser.add_argument("--malloc", default="egnn", choices=list(MALLOC_ENV),
+                        help="glibc's handling of freed memory in every measuring process: egnn (each code as it runs: "
+                             "egnn's Trainer keeps freed memory, the rest glibc's defaults), system (glibc's defaults "
+                             "everywhere) or tuned (every process, the original's too, keeps freed memory)")
     args = parser.parse_args()
     if args.one:
         return _child(args.one)
+    _MALLOC[0] = args.malloc
     kinds = set(args.kinds.split(",")) if args.kinds else set(ROWS) - (set() if args.ref_dir else set(SIDE_BY_SIDE))
     if kinds & set(SIDE_BY_SIDE) and not args.ref_dir:
         parser.error("the side-by-side kinds need --ref-dir PATH of the original code")
@@ -646,7 +666,7 @@ def main() -> None:
     def add(row: dict) -> None:
         """Keep a measured row and rewrite --out at once (atomically): a run stopped at any point, e.g. at the
         device machine's time limit, leaves every row it measured."""
-        rows.append({**row, "git_revision": revision})
+        rows.append({**row, "git_revision": revision, **({"malloc": args.malloc} if args.malloc != "egnn" else {})})
         out = {"command": command, "git_revision": revision, "uncommitted_changes": made["uncommitted_changes"],
                "threads": t, "torch": __import__("torch").__version__, "machine": _machine(args.device),
                "rows": kept + rows}
