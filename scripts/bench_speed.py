@@ -502,13 +502,12 @@ SIDE_BY_SIDE = ("ref_train", "ours_train", "ref_eval", "ours_eval")
 # bypass the Trainer use glibc's defaults); "system" puts every process on glibc's defaults, "tuned" has every process,
 # the original's too, keep freed memory: a paired comparison of the codes' own work at either setting.
 MALLOC_ENV = {"egnn": {}, "system": {"EGNN_MALLOC": "system"}, "tuned": {"EGNN_MALLOC": "tuned", "BENCH_MALLOC": "tuned"}}
-_MALLOC = ["egnn"]
 
 
 def run_one(kind: str, threads: int, **kwargs) -> dict:
     """Run one measurement in a fresh interpreter; add its peak RSS."""
     spec = json.dumps({"kind": kind, "threads": threads, "kwargs": kwargs})
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), **MALLOC_ENV.get(_MALLOC[0], {})}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     proc = subprocess.run([sys.executable, __file__, "--one", spec], capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         return {"kind": kind, **kwargs, "error": proc.stderr.strip().splitlines()[-1] if proc.stderr else "failed"}
@@ -644,7 +643,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.one:
         return _child(args.one)
-    _MALLOC[0] = args.malloc
+    os.environ.update(MALLOC_ENV[args.malloc])  # inherited by every measuring process
     kinds = set(args.kinds.split(",")) if args.kinds else set(ROWS) - (set() if args.ref_dir else set(SIDE_BY_SIDE))
     if kinds & set(SIDE_BY_SIDE) and not args.ref_dir:
         parser.error("the side-by-side kinds need --ref-dir PATH of the original code")
